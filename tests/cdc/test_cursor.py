@@ -1,0 +1,213 @@
+"""The outbox cursor against a model of Postgres' id allocation, visibility and snapshots.
+
+No database: the model allocates ids from a sequence when a transaction writes (after it got its
+xid), makes rows visible only at commit, and hands the cursor what one read statement would see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cdc.changes import Position
+from cdc.cursor import CursorState, OutboxCursor, ReadParams, decode_position, encode_position
+
+
+@dataclass
+class Txn:
+    name: int
+    xid: int = 0  # assigned at the first write, as Postgres does
+    rows: list[int] = field(default_factory=list)
+    keys: set[int] = field(default_factory=set)
+
+
+@dataclass
+class Row:
+    id: int
+    xid: int
+    key: int
+    committed: bool = False
+
+
+class Model:
+    """Transactions writing outbox rows, committing out of id order; row locks on keys."""
+
+    def __init__(self) -> None:
+        self.next_xid = 100
+        self.next_id = 1
+        self.names = 0
+        self.open: dict[int, Txn] = {}
+        self.rows: dict[int, Row] = {}
+        self.commit_order: list[int] = []  # xids in commit order
+        self.locks: dict[int, int] = {}  # key -> xid holding it
+
+    def begin(self) -> Txn:
+        self.names += 1
+        txn = Txn(self.names)
+        self.open[txn.name] = txn
+        return txn
+
+    def write(self, txn: Txn, key: int) -> bool:
+        holder = self.locks.get(key)
+        if holder is not None and (not txn.xid or holder != txn.xid):
+            return False  # would block on the row lock
+        if not txn.xid:
+            txn.xid = self.next_xid
+            self.next_xid += 1
+        self.locks[key] = txn.xid
+        row = Row(self.next_id, txn.xid, key)
+        self.next_id += 1
+        self.rows[row.id] = row
+        txn.rows.append(row.id)
+        txn.keys.add(key)
+        return True
+
+    def end(self, txn: Txn, commit: bool) -> None:
+        del self.open[txn.name]
+        for key in txn.keys:
+            del self.locks[key]
+        if commit:
+            for row_id in txn.rows:
+                self.rows[row_id].committed = True
+            if txn.xid:
+                self.commit_order.append(txn.xid)
+        else:
+            for row_id in txn.rows:
+                del self.rows[row_id]
+
+    def read(self, p: ReadParams) -> tuple[list[int], list[int]]:
+        wanted = set(p.in_progress)
+        ids = sorted(
+            r.id
+            for r in self.rows.values()
+            if r.committed and r.id > p.after and (r.id > p.high or r.xid in wanted)
+        )
+        return ids[: p.limit], sorted(t.xid for t in self.open.values() if t.xid)
+
+
+ops = st.lists(
+    st.tuples(st.sampled_from(["begin", "write", "commit", "abort", "read"]), st.integers(0, 7)),
+    max_size=300,
+)
+
+
+def drive(script: list[tuple[str, int]], limit: int, restart_every: int = 0) -> None:
+    model = Model()
+    cursor = OutboxCursor(limit=limit)
+    emitted: list[int] = []
+    reads = 0
+
+    def read_once() -> bool:
+        nonlocal cursor, reads
+        reads += 1
+        if restart_every and reads % restart_every == 0:
+            # Resume from the serialised position, as a restarted reader would.
+            cursor = OutboxCursor(decode_position(cursor.position.token), limit=limit)
+        ids, xip = model.read(cursor.read_params())
+        emitted.extend(ids)
+        return cursor.advance(ids, xip)
+
+    for op, n in script:
+        txns = list(model.open.values())
+        if op == "begin":
+            model.begin()
+        elif op == "write" and txns:
+            model.write(txns[n % len(txns)], key=n)
+        elif op in ("commit", "abort") and txns:
+            model.end(txns[n % len(txns)], commit=op == "commit")
+        elif op == "read":
+            read_once()
+    for txn in list(model.open.values()):
+        model.end(txn, commit=True)
+    while read_once():
+        pass
+    read_once()
+
+    committed = sorted(r.id for r in model.rows.values())
+    assert sorted(emitted) == committed, "every committed row exactly once"
+    assert len(emitted) == len(set(emitted)), "no duplicates"
+    # Per key, rows arrive in commit order (the order their transactions committed).
+    rank = {xid: i for i, xid in enumerate(model.commit_order)}
+    by_key: dict[int, list[tuple[int, int]]] = {}
+    for row_id in emitted:
+        row = model.rows[row_id]
+        by_key.setdefault(row.key, []).append((rank[row.xid], row.id))
+    for seq in by_key.values():
+        assert seq == sorted(seq), "per-row order follows commit order"
+
+
+@settings(max_examples=400, deadline=None)
+@given(ops, st.integers(1, 5))
+def test_every_committed_row_exactly_once_in_commit_order(
+    script: list[tuple[str, int]], limit: int
+) -> None:
+    drive(script, limit)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops, st.integers(1, 4), st.integers(1, 5))
+def test_resuming_from_serialised_positions(
+    script: list[tuple[str, int]], limit: int, every: int
+) -> None:
+    drive(script, limit, restart_every=every)
+
+
+def test_late_commit_below_high_is_read() -> None:
+    model = Model()
+    cursor = OutboxCursor(limit=10)
+    slow, fast = model.begin(), model.begin()
+    model.write(slow, 1)  # id 1
+    model.write(fast, 2)  # id 2
+    model.end(fast, commit=True)
+    ids, xip = model.read(cursor.read_params())
+    assert ids == [2]
+    cursor.advance(ids, xip)
+    assert cursor.state == CursorState(2, (slow.xid,), 0)
+    model.end(slow, commit=True)
+    ids, xip = model.read(cursor.read_params())
+    assert ids == [1]
+    cursor.advance(ids, xip)
+    assert cursor.state == CursorState(2, (), 0)
+
+
+def test_full_page_below_high_keeps_old_in_progress() -> None:
+    model = Model()
+    cursor = OutboxCursor(limit=1)
+    slow, fast = model.begin(), model.begin()
+    model.write(slow, 1)
+    model.write(slow, 2)
+    model.write(fast, 3)
+    model.end(fast, commit=True)
+    assert cursor.advance(*model.read(cursor.read_params())) is True  # [3] full
+    model.end(slow, commit=True)
+    got: list[int] = []
+    while True:
+        ids, xip = model.read(cursor.read_params())
+        got += ids
+        if not cursor.advance(ids, xip):
+            break
+    assert got == [1, 2]
+
+
+def test_position_round_trip_and_errors() -> None:
+    state = CursorState(42, (7, 9), 40)
+    position = encode_position(state)
+    assert position == Position(42, "t1:42:40:7,9")
+    assert decode_position(position) == state
+    assert decode_position(position.token) == state
+    assert decode_position("t1:0:0:") == CursorState()
+    for bad in ["", "t1:1:0", "r1:1:0:", "t1:x:0:", "t1:-1:0:", "t1:5:6:", "t1:5:0:0", "t1:5:0:a"]:
+        with pytest.raises(ValueError):
+            decode_position(bad)
+
+
+def test_advance_rejects_unordered_ids_and_bad_limit() -> None:
+    cursor = OutboxCursor(limit=5)
+    with pytest.raises(ValueError):
+        cursor.advance([3, 2], [])
+    with pytest.raises(ValueError):
+        OutboxCursor(limit=0)
+    assert cursor.read_params() == ReadParams(0, (), 0, 5)
