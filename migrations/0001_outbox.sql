@@ -1,7 +1,7 @@
 -- pgcast 0001: the trigger-mode outbox, its wake-up flag, the capture registry and retention state.
 -- Shipped migrations are never edited; add a new numbered file instead.
 
-CREATE SCHEMA IF NOT EXISTS pgcast;
+-- (the runner creates schema pgcast and pgcast.schema_migrations before this file)
 
 -- One row per changed row, written by the capture triggers. Ids are allocated when the trigger
 -- runs, not at commit, so readers must not assume id order is commit order (see cdc/cursor.py).
