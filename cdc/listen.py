@@ -217,12 +217,22 @@ class OutboxSource:
         )
         if stored is not None:
             return decode_position(stored)
-        # No stored position: start from now, in one snapshot.
-        row = await conn.fetchrow(
-            "SELECT coalesce((SELECT max(id) FROM pgcast.changes), 0) AS high,"
-            " array(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) x) AS xip"
-        )
-        return CursorState(int(row["high"]), tuple(sorted(row["xip"])), 0)
+        return decode_position(await self.current_position(conn))
+
+    async def current_position(self, conn: Any = None) -> Position:
+        """The position of "now": what commits after this call is read, nothing before."""
+        own = conn is None
+        if own:
+            conn = await asyncpg.connect(self._dsn, timeout=10)
+        try:
+            row = await conn.fetchrow(
+                "SELECT coalesce((SELECT max(id) FROM pgcast.changes), 0) AS high, array("
+                "SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) x) AS xip"
+            )
+        finally:
+            if own:
+                await conn.close()
+        return encode_position(CursorState(int(row["high"]), tuple(sorted(row["xip"])), 0))
 
     async def _check_not_pruned(self, conn: Any, state: CursorState) -> None:
         row = await conn.fetchrow(

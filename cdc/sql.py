@@ -70,14 +70,15 @@ SELECT array(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) 
        coalesce((SELECT json_agg(r ORDER BY r.id) FROM (
            SELECT * FROM (
                (SELECT {columns} FROM pgcast.changes AS c
-                WHERE c.id > greatest($1, $2) ORDER BY c.id LIMIT $4)
+                WHERE c.id > greatest($1::bigint, $2::bigint) ORDER BY c.id LIMIT $4::int)
                UNION ALL
                (SELECT {columns} FROM pgcast.changes AS c
-                WHERE c.xid = ANY($3::bigint[]::text[]::xid8[]) AND c.id > $1 AND c.id <= $2
-                ORDER BY c.id LIMIT $4)
+                WHERE c.xid = ANY($3::bigint[]::text[]::xid8[])
+                  AND c.id > $1::bigint AND c.id <= $2::bigint
+                ORDER BY c.id LIMIT $4::int)
            ) AS u ORDER BY u.id LIMIT $4) AS r), '[]') AS rows
 """
-_COLUMNS = "c.id, c.relid, c.schema_name, c.table_name, c.op, c.record, c.old_record, {ts} AS ts"
+_COLUMNS = "c.id, c.relid::int8 AS relid, c.schema_name, c.table_name, c.op, c.record, c.old_record, {ts} AS ts"
 READ_CHANGES = _READ.format(
     columns=_COLUMNS.format(ts="coalesce(pg_xact_commit_timestamp(xid(c.xid)), c.created_at)")
 )
