@@ -174,12 +174,10 @@ def _exact_number(token: str) -> int | float:
     """A JSON number token as ``jsonb`` (``numeric``) prints it: integral scale gives an int."""
     try:
         decimal = Decimal(token)
-        exponent = decimal.as_tuple().exponent
     except InvalidOperation:
         raise ValueError(f"invalid number {token!r}") from None
-    if not isinstance(exponent, int):  # Decimal("NaN") and friends
-        raise ValueError(f"invalid number {token!r}")
-    if exponent >= 0:
+    exponent = decimal.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= 0:
         return int(decimal)
     return float(token) + 0.0  # numeric has no negative zero
 
@@ -267,7 +265,7 @@ _SCALARS: dict[int, Converter] = {
 }
 
 
-# --- arrays and composites -------------------------------------------------------------------------
+# --- arrays and composites ---------------------------------------------------------------------
 
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
