@@ -9,16 +9,18 @@ so a transaction holding id 5 may commit after one holding id 9. Each read runs 
 ``S`` and returns the rows visible in ``S`` that are either
 
 * above ``high``, the highest id read so far, or
-* written by a transaction that was still in progress at the previous read (its xid is in
-  ``in_progress``, the previous snapshot's ``xip`` list).
+* written by a transaction that was still in progress at the previous read: its xid is in
+  ``in_progress`` (the previous snapshot's ``xip`` list) or at least ``xmax`` (the previous
+  snapshot's ``xmax``; ``xip`` only lists in-progress xids below it, but a transaction that got
+  its xid after the last completed one is just as much in flight).
 
 Claim: every committed row is returned by exactly one read. A row ``r`` with id ``i`` and xid ``x``
 that is not returned by read *k* although visible there has ``i <= high_{k-1}`` and ``x`` not in
-``xip_{k-1}``. Because ``i <= high_{k-1}``, some row with an id at least ``i`` was visible to read
+flight at read *k-1* (not in ``xip_{k-1}``, below ``xmax_{k-1}``). Because ``i <= high_{k-1}``, some row with an id at least ``i`` was visible to read
 *k-1*; ids are allocated after the writing transaction got its xid, so ``x`` was assigned before
 that row's commit, hence before ``S_{k-1}`` was taken, hence ``x`` was either finished in
 ``S_{k-1}`` (then ``r`` was visible there and returned by read *k-1* or earlier, by induction) or
-in its ``xip`` list (excluded by assumption). Conversely a row returned by read *k* was not
+in flight there (excluded by assumption). Conversely a row returned by read *k* was not
 visible earlier if it came through ``in_progress``, and has a larger id than anything returned
 before if it came through ``high``: no duplicates.
 
@@ -45,7 +47,7 @@ from cdc.changes import Position
 
 __all__ = ["CursorState", "OutboxCursor", "ReadParams", "decode_position", "encode_position"]
 
-_TOKEN_PREFIX = "t1"
+_TOKEN_PREFIX = "t2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,22 +58,29 @@ class CursorState:
     high: int = 0
     in_progress: tuple[int, ...] = ()
     after: int = 0
+    xmax: int = 0  # 0: no snapshot yet, every xid counts as in flight
+
+    def in_flight(self, xid: int) -> bool:
+        """Whether ``xid`` was in flight at the read that produced this state."""
+        return xid >= self.xmax or xid in self.in_progress
 
 
 @dataclass(frozen=True, slots=True)
 class ReadParams:
-    """The next read: ``id > after AND (id > high OR xid = ANY(in_progress))``, first ``limit``."""
+    """The next read: ``id > after AND (id > high OR xid in flight)``, first ``limit`` rows, where
+    an xid is in flight when it is in ``in_progress`` or at least ``xmax``."""
 
     high: int
     in_progress: tuple[int, ...]
+    xmax: int
     after: int
     limit: int
 
 
 def encode_position(state: CursorState) -> Position:
-    """The :class:`Position` token for a cursor state (``t1:<high>:<after>:<xid>,<xid>…``)."""
+    """The :class:`Position` token (``t2:<high>:<after>:<xmax>:<xid>,<xid>…``)."""
     xids = ",".join(str(x) for x in state.in_progress)
-    return Position(state.high, f"{_TOKEN_PREFIX}:{state.high}:{state.after}:{xids}")
+    return Position(state.high, f"{_TOKEN_PREFIX}:{state.high}:{state.after}:{state.xmax}:{xids}")
 
 
 def decode_position(position: Position | str) -> CursorState:
@@ -82,16 +91,16 @@ def decode_position(position: Position | str) -> CursorState:
     """
     token = position.token if isinstance(position, Position) else position
     parts = token.split(":")
-    if len(parts) != 4 or parts[0] != _TOKEN_PREFIX:
+    if len(parts) != 5 or parts[0] != _TOKEN_PREFIX:
         raise ValueError(f"not a trigger-mode position: {token!r}")
     try:
-        high, after = int(parts[1]), int(parts[2])
-        xids = tuple(sorted({int(x) for x in parts[3].split(",") if x}))
+        high, after, xmax = int(parts[1]), int(parts[2]), int(parts[3])
+        xids = tuple(sorted({int(x) for x in parts[4].split(",") if x}))
     except ValueError:
         raise ValueError(f"not a trigger-mode position: {token!r}") from None
-    if high < 0 or not 0 <= after <= high or any(x <= 0 for x in xids):
+    if high < 0 or not 0 <= after <= high or xmax < 0 or any(not 0 < x < xmax for x in xids):
         raise ValueError(f"not a trigger-mode position: {token!r}")
-    return CursorState(high, xids, after)
+    return CursorState(high, xids, after, xmax)
 
 
 class OutboxCursor:
@@ -120,10 +129,10 @@ class OutboxCursor:
     def read_params(self) -> ReadParams:
         """Parameters of the next read."""
         s = self._state
-        return ReadParams(s.high, s.in_progress, s.after, self._limit)
+        return ReadParams(s.high, s.in_progress, s.xmax, s.after, self._limit)
 
-    def advance(self, row_ids: Sequence[int], snapshot_xip: Iterable[int]) -> bool:
-        """Record a read: the ids it returned (ascending) and its snapshot's in-progress xids.
+    def advance(self, row_ids: Sequence[int], snapshot_xip: Iterable[int], xmax: int) -> bool:
+        """Record a read: the ids it returned (ascending) and its snapshot's ``xip`` and ``xmax``.
 
         Returns:
             True when the page was full, so the caller should read again at once.
@@ -138,13 +147,17 @@ class OutboxCursor:
                 raise ValueError("row ids must be strictly ascending and above the cursor")
             last = row_id
         xip = set(snapshot_xip)
+        if any(x >= xmax for x in xip):
+            raise ValueError("xip entries must be below xmax")
         full = len(row_ids) >= self._limit
         if not full:
             high = max(previous.high, last)
-            self._state = CursorState(high, tuple(sorted(xip)), 0)
+            self._state = CursorState(high, tuple(sorted(xip)), 0, xmax)
         elif last >= previous.high:
-            self._state = CursorState(last, tuple(sorted(xip)), 0)
+            self._state = CursorState(last, tuple(sorted(xip)), 0, xmax)
         else:
-            merged = tuple(sorted(xip.union(previous.in_progress)))
-            self._state = CursorState(previous.high, merged, last)
+            # Still in flight: what was in flight at either read.
+            floor = min(previous.xmax, xmax)
+            merged = {x for x in xip.union(previous.in_progress) if x < floor}
+            self._state = CursorState(previous.high, tuple(sorted(merged)), last, floor)
         return full

@@ -131,7 +131,12 @@ class OutboxSource:
                 backoff = 0.05
                 async for batch in self._read_loop(conn, cursor):
                     yield batch
-            except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
+            except (
+                TimeoutError,
+                OSError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+            ) as exc:
                 await self._lost(exc, backoff)
             except asyncpg.PostgresError as exc:
                 if (exc.sqlstate or "")[:2] not in _RETRYABLE_CLASSES:
@@ -226,19 +231,26 @@ class OutboxSource:
             conn = await asyncpg.connect(self._dsn, timeout=10)
         try:
             row = await conn.fetchrow(
-                "SELECT coalesce((SELECT max(id) FROM pgcast.changes), 0) AS high, array("
-                "SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) x) AS xip"
+                # Every id up to the sequence's last value is either visible now (skipped) or
+                # written by a transaction in flight in this snapshot (read later).
+                "SELECT (SELECT CASE WHEN is_called THEN last_value ELSE 0 END"
+                " FROM pgcast.changes_id_seq) AS high, array("
+                "SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) x) AS xip,"
+                " pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax"
             )
         finally:
             if own:
                 await conn.close()
-        return encode_position(CursorState(int(row["high"]), tuple(sorted(row["xip"])), 0))
+        state = CursorState(int(row["high"]), tuple(sorted(row["xip"])), 0, int(row["xmax"]))
+        return encode_position(state)
 
     async def _check_not_pruned(self, conn: Any, state: CursorState) -> None:
         row = await conn.fetchrow(
             "SELECT pruned_id, pruned_xid::text::bigint AS pruned_xid FROM pgcast.state"
         )
         lost = row["pruned_id"] > state.high
+        # Rows of transactions in flight at the position may have committed and been pruned since.
+        lost = lost or (state.high > 0 and state.xmax <= row["pruned_xid"])
         for xid in state.in_progress:
             if lost or xid > row["pruned_xid"]:
                 continue
@@ -268,13 +280,17 @@ class OutboxSource:
     # -- reading -----------------------------------------------------------------------------
     async def _read(self, conn: Any, cursor: OutboxCursor) -> tuple[Batch | None, bool]:
         p = cursor.read_params()
-        row = await conn.fetchrow(self._read_sql, p.after, p.high, list(p.in_progress), p.limit)
+        row = await conn.fetchrow(
+            self._read_sql, p.after, p.high, list(p.in_progress), p.limit, str(p.xmax)
+        )
         self.last_read = time.monotonic()
         rows: list[dict[str, Any]] = orjson.loads(row["rows"])
-        full = cursor.advance([r["id"] for r in rows], row["xip"])
-        if not rows:
-            return None, full
+        # Build every change (which may query the catalog) before moving the cursor: if the
+        # connection breaks half-way, the same rows are read again after reconnecting.
         changes = [await self._change(conn, r) for r in rows]
+        full = cursor.advance([r["id"] for r in rows], row["xip"], row["xmax"])
+        if not changes:
+            return None, full
         return Batch(tuple(changes), cursor.position), full
 
     async def _relation(self, conn: Any, relid: int, keys: Mapping[str, object]) -> _Relation:
@@ -353,8 +369,10 @@ class OutboxSource:
                 if quiet:
                     xmax = await self._arm(conn)  # re-assert: another reader may have disarmed
         finally:
+            # Best effort: if the connection broke, the reconnect path re-reads and re-arms.
             if not conn.is_closed():
-                await conn.execute("SELECT setval('pgcast.wakeup', 0)")
+                with contextlib.suppress(Exception):
+                    await conn.execute("SELECT setval('pgcast.wakeup', 0)")
 
     async def _wait_wake(self, seconds: float) -> bool:
         try:

@@ -62,10 +62,11 @@ def parse_table_name(text: str, default_schema: str = "public") -> tuple[str, st
 
 
 # One statement = one snapshot: the rows to emit plus that snapshot's in-progress xids.
-# $1 after, $2 high, $3 in-progress xids (bigint[]), $4 limit. Two index scans, one per branch
+# $1 after, $2 high, $3 in-progress xids (bigint[]), $4 limit, $5 xmax (text). Two index scans, one per branch
 # of the cursor's predicate (see cdc/cursor.py), merged in id order.
 _READ = """
 SELECT array(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) AS x) AS xip,
+       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax,
        (SELECT pruned_id FROM pgcast.state) AS pruned_id,
        coalesce((SELECT json_agg(r ORDER BY r.id) FROM (
            SELECT * FROM (
@@ -73,7 +74,7 @@ SELECT array(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) 
                 WHERE c.id > greatest($1::bigint, $2::bigint) ORDER BY c.id LIMIT $4::int)
                UNION ALL
                (SELECT {columns} FROM pgcast.changes AS c
-                WHERE c.xid = ANY($3::bigint[]::text[]::xid8[])
+                WHERE (c.xid = ANY($3::bigint[]::text[]::xid8[]) OR c.xid >= $5::text::xid8)
                   AND c.id > $1::bigint AND c.id <= $2::bigint
                 ORDER BY c.id LIMIT $4::int)
            ) AS u ORDER BY u.id LIMIT $4) AS r), '[]') AS rows

@@ -68,7 +68,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- Statement-level capture triggers. Transition tables make one INSERT ... SELECT per statement.
--- Session settings are pinned so to_jsonb renders values the same whoever writes.
+-- Session settings are pinned so to_jsonb renders values the same whoever writes. Whole rows
+-- are written alias.* so that a column named like the alias cannot shadow the row.
 CREATE FUNCTION pgcast.capture_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -78,7 +79,7 @@ SET extra_float_digits = 1
 AS $$
 BEGIN
     INSERT INTO pgcast.changes (relid, schema_name, table_name, op, record)
-    SELECT TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'I', to_jsonb(n) FROM pgcast_new AS n;
+    SELECT TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'I', to_jsonb(n.*) FROM pgcast_new AS n;
     IF FOUND AND (SELECT last_value FROM pgcast.wakeup) > 0 THEN
         PERFORM pg_notify('pgcast', '');
     END IF;
@@ -95,7 +96,7 @@ SET extra_float_digits = 1
 AS $$
 BEGIN
     INSERT INTO pgcast.changes (relid, schema_name, table_name, op, old_record)
-    SELECT TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'D', pgcast.old_image(to_jsonb(o), TG_ARGV)
+    SELECT TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'D', pgcast.old_image(to_jsonb(o.*), TG_ARGV)
     FROM pgcast_old AS o;
     IF FOUND AND (SELECT last_value FROM pgcast.wakeup) > 0 THEN
         PERFORM pg_notify('pgcast', '');
@@ -120,8 +121,8 @@ AS $$
 BEGIN
     INSERT INTO pgcast.changes (relid, schema_name, table_name, op, record, old_record)
     SELECT TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'U', p.n, pgcast.old_image(p.o, TG_ARGV)
-    FROM unnest(ARRAY(SELECT to_jsonb(x) FROM pgcast_new AS x),
-                ARRAY(SELECT to_jsonb(x) FROM pgcast_old AS x)) AS p(n, o);
+    FROM unnest(ARRAY(SELECT to_jsonb(x.*) FROM pgcast_new AS x),
+                ARRAY(SELECT to_jsonb(x.*) FROM pgcast_old AS x)) AS p(n, o);
     IF FOUND AND (SELECT last_value FROM pgcast.wakeup) > 0 THEN
         PERFORM pg_notify('pgcast', '');
     END IF;

@@ -19,7 +19,8 @@ CREATE TABLE public.typed (
     i2 smallint, i4 integer, i8 bigint, num numeric, f4 real, f8 double precision,
     b boolean, t text, vc varchar(20), ch char(3), u uuid,
     j json, jb jsonb, ts timestamp, tstz timestamptz, d date, tm time,
-    iv interval, by bytea, ai integer[], at text[], ajb jsonb[], m mood, p posint, inet_ inet
+    iv interval, by bytea, ai integer[], at text[], ajb jsonb[], m mood, p posint, inet_ inet,
+    n int, o int, x int
 );
 CREATE SCHEMA "Odd Schema";
 CREATE TABLE "Odd Schema"."Mixed ""Case"" Table" ("Id" int PRIMARY KEY, "Value" text);
@@ -31,7 +32,8 @@ INSERT INTO public.typed VALUES (
     true, 'text', 'varchar', 'ab', 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11',
     '{"a": [1, 2]}', '{"b": {"c": null}}', '2026-01-01 12:00:00.123456',
     '2026-01-01 12:00:00.5+02', '2026-01-02', '13:14:15', '1 day 02:00:00', '\\x0102ff',
-    '{1,NULL,3}', '{"a b","c,d",NULL}', ARRAY['{"x":1}'::jsonb], 'happy', 7, '10.0.0.1/8'
+    '{1,NULL,3}', '{"a b","c,d",NULL}', ARRAY['{"x":1}'::jsonb], 'happy', 7, '10.0.0.1/8',
+    -1, -2, -3
 )
 """
 
@@ -62,6 +64,10 @@ EXPECTED_RECORD = {
     "m": "happy",
     "p": 7,
     "inet_": "10.0.0.1/8",
+    # Columns named like the trigger functions' row aliases must not shadow the row.
+    "n": -1,
+    "o": -2,
+    "x": -3,
 }
 
 COLUMNS = (
@@ -70,7 +76,7 @@ COLUMNS = (
     ("ch", "bpchar"), ("u", "uuid"), ("j", "json"), ("jb", "jsonb"), ("ts", "timestamp"),
     ("tstz", "timestamptz"), ("d", "date"), ("tm", "time"), ("iv", "interval"), ("by", "bytea"),
     ("ai", "_int4"), ("at", "_text"), ("ajb", "_jsonb"), ("m", "mood"), ("p", "posint"),
-    ("inet_", "inet"),
+    ("inet_", "inet"), ("n", "int4"), ("o", "int4"), ("x", "int4"),
 )  # fmt: skip
 
 
