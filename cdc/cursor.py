@@ -16,11 +16,12 @@ so a transaction holding id 5 may commit after one holding id 9. Each read runs 
 
 Claim: every committed row is returned by exactly one read. A row ``r`` with id ``i`` and xid ``x``
 that is not returned by read *k* although visible there has ``i <= high_{k-1}`` and ``x`` not in
-flight at read *k-1* (not in ``xip_{k-1}``, below ``xmax_{k-1}``). Because ``i <= high_{k-1}``, some row with an id at least ``i`` was visible to read
-*k-1*; ids are allocated after the writing transaction got its xid, so ``x`` was assigned before
-that row's commit, hence before ``S_{k-1}`` was taken, hence ``x`` was either finished in
-``S_{k-1}`` (then ``r`` was visible there and returned by read *k-1* or earlier, by induction) or
-in flight there (excluded by assumption). Conversely a row returned by read *k* was not
+flight at read *k-1* (not in ``xip_{k-1}``, below ``xmax_{k-1}``). Because ``i <= high_{k-1}``,
+some row with an id at least ``i`` was visible to read *k-1*; ids are allocated after the writing
+transaction got its xid, so ``x`` was assigned before that row's commit, hence before ``S_{k-1}``
+was taken, hence ``x`` was either finished in ``S_{k-1}`` (then ``r`` was visible there and
+returned by read *k-1* or earlier, by induction) or in flight there (excluded by assumption).
+Conversely a row returned by read *k* was not
 visible earlier if it came through ``in_progress``, and has a larger id than anything returned
 before if it came through ``high``: no duplicates.
 

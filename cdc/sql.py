@@ -62,8 +62,8 @@ def parse_table_name(text: str, default_schema: str = "public") -> tuple[str, st
 
 
 # One statement = one snapshot: the rows to emit plus that snapshot's in-progress xids.
-# $1 after, $2 high, $3 in-progress xids (bigint[]), $4 limit, $5 xmax (text). Two index scans, one per branch
-# of the cursor's predicate (see cdc/cursor.py), merged in id order.
+# $1 after, $2 high, $3 in-progress xids (bigint[]), $4 limit, $5 xmax (text). Two index
+# scans, one per branch of the cursor's predicate (see cdc/cursor.py), merged in id order.
 _READ = """
 SELECT array(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) AS x) AS xip,
        pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax,
@@ -79,7 +79,10 @@ SELECT array(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) 
                 ORDER BY c.id LIMIT $4::int)
            ) AS u ORDER BY u.id LIMIT $4) AS r), '[]') AS rows
 """
-_COLUMNS = "c.id, c.relid::int8 AS relid, c.schema_name, c.table_name, c.op, c.record, c.old_record, {ts} AS ts"
+_COLUMNS = (
+    "c.id, c.relid::int8 AS relid, c.schema_name, c.table_name, c.op, c.record, c.old_record,"
+    " {ts} AS ts"
+)
 READ_CHANGES = _READ.format(
     columns=_COLUMNS.format(ts="coalesce(pg_xact_commit_timestamp(xid(c.xid)), c.created_at)")
 )

@@ -33,8 +33,8 @@ class Collector:
         finally:
             self._updated.set()
 
-    async def wait_for(self, done: Callable[[list[Change]], bool], timeout: float = 30) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, done: Callable[[list[Change]], bool], seconds: float = 30) -> None:
+        async with asyncio.timeout(seconds):
             while not done(self.changes):
                 if self._task.done():
                     self._task.result()  # raise what stopped the reader
@@ -42,8 +42,8 @@ class Collector:
                 self._updated.clear()
                 await self._updated.wait()
 
-    async def wait_count(self, n: int, timeout: float = 30) -> None:
-        await self.wait_for(lambda changes: len(changes) >= n, timeout)
+    async def wait_count(self, n: int, seconds: float = 30) -> None:
+        await self.wait_for(lambda changes: len(changes) >= n, seconds)
 
     async def stop(self) -> None:
         await self.source.close()

@@ -89,7 +89,7 @@ async def test_concurrent_writers_exactly_once_in_commit_order(setup: str) -> No
             *(writer(dsn, w, 1000, random.Random(w), counts) for w in range(8))
         )
         inserted = set().union(*results)
-        await reader.wait_count(2 * len(inserted), timeout=120)
+        await reader.wait_count(2 * len(inserted), seconds=120)
         await asyncio.sleep(0.2)  # anything extra (a duplicate) would arrive now
     assert len(inserted) == 8000
     changes = reader.changes
@@ -124,7 +124,7 @@ async def test_reader_connection_terminated_mid_stream(setup: str) -> None:
             await asyncio.sleep(0.05)
             killed += await terminate_reader(killer)
         inserted = set().union(*await write)
-        await reader.wait_count(2 * len(inserted), timeout=120)
+        await reader.wait_count(2 * len(inserted), seconds=120)
         await asyncio.sleep(0.2)
     await killer.close()
     assert killed >= 3, "the test must actually kill the reader's connection"
@@ -176,13 +176,13 @@ async def test_postgres_restart_mid_stream(own_cluster: Cluster) -> None:
         for mode in ("fast", "immediate"):
             await asyncio.to_thread(own_cluster.restart, mode)
             before = len(confirmed)
-            while len(confirmed) < before + 100:
+            while len(confirmed) < before + 100:  # noqa: ASYNC110 - polls another task's set
                 await asyncio.sleep(0.05)
         stop.set()
         await task
         await reader.wait_for(
             lambda cs: {c.record["n"] for c in cs} >= confirmed,  # type: ignore[index]
-            timeout=60,
+            seconds=60,
         )
         await asyncio.sleep(0.3)
     got = [c.record["n"] for c in reader.changes]  # type: ignore[index]
@@ -202,7 +202,7 @@ async def test_idle_reader_is_woken_by_notify(setup: str) -> None:
             assert armed == 1
             began = time.monotonic()
             await conn.execute("INSERT INTO public.events (writer, n) VALUES (-1, $1)", i)
-            await reader.wait_count(i + 1, timeout=10)
+            await reader.wait_count(i + 1, seconds=10)
             assert time.monotonic() - began < 10
         await conn.close()
     assert [c.record["n"] for c in reader.changes] == [0, 1, 2]  # type: ignore[index]
@@ -271,6 +271,6 @@ async def test_server_side_retention_prunes_automatically(setup: str) -> None:
     await conn.execute("UPDATE pgcast.changes SET created_at = now() - interval '3 hours'")
     async with collecting(dsn, retention=timedelta(hours=1), prune_interval=0.05):
         async with asyncio.timeout(10):
-            while await conn.fetchval("SELECT count(*) FROM pgcast.changes"):
+            while await conn.fetchval("SELECT count(*) FROM pgcast.changes"):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
     await conn.close()
