@@ -166,3 +166,7 @@ def prune(dsn: str, older_than: str) -> None:
         _fail(exc)
         return
     click.echo(f"pruned {deleted} outbox rows older than {older_than}")
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m broadcaster.cli`
+    main()
