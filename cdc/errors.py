@@ -48,3 +48,15 @@ class DatabaseError(CdcError):
     def __init__(self, message: str, sqlstate: str | None = None) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
+
+
+class DecodeError(CdcError):
+    """The replication stream is malformed: bytes that are not pgoutput v1, or messages in an
+    impossible order (a row change outside a transaction, for a relation never described).
+
+    The peer (or whatever sits between it and us) misbehaved; the shell drops the connection.
+    Tree position: ``CdcError`` → ``DecodeError``.
+    """
+
+
+__all__ += ["DecodeError"]

@@ -221,6 +221,8 @@ def _timestamp(text: str) -> JSONValue:
 
 
 def _timestamptz(text: str) -> JSONValue:
+    if len(text) >= 22 and text[-3] in "+-" and text[10] == " ":  # "2026-01-01 12:00:00+00"
+        return f"{text[:10]}T{text[11:]}:00"
     space = text.find(" ")
     if space < 0:
         return text
