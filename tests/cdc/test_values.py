@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cdc import values
 from cdc.changes import JSONValue
@@ -208,3 +210,38 @@ def test_array_edge_cases() -> None:
     assert convert("{1;2}", "_box") == ["1", "2"]
     assert convert("", "int2vector") == []
     assert convert("1 2", "oidvector") == ["1", "2"]
+
+
+def array_out(items: list[Any]) -> str:
+    """A model of PostgreSQL's array_out for text elements (nested lists are sub-arrays)."""
+
+    def element(item: Any) -> str:
+        if isinstance(item, list):
+            return array_out(item)
+        if item is None:
+            return "NULL"
+        needs_quotes = (
+            item == ""
+            or item.upper() == "NULL"
+            or any(c in item for c in '{}",\\')
+            or any(c.isspace() for c in item)
+        )
+        if not needs_quotes:
+            return str(item)
+        escaped = str(item).replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+
+    return "{" + ",".join(element(item) for item in items) + "}"
+
+
+TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"))
+TEXTS = st.lists(st.one_of(st.none(), TEXT), max_size=6)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(TEXTS, st.lists(TEXTS.filter(bool), min_size=1, max_size=3)))
+def test_text_arrays_round_trip(items: list[Any]) -> None:
+    if items and isinstance(items[0], list):  # a 2-D array has rows of one length
+        width = len(items[0])
+        items = [row for row in items if len(row) == width]
+    assert convert(array_out(items), "_text") == items
