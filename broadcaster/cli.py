@@ -168,5 +168,43 @@ def prune(dsn: str, older_than: str) -> None:
     click.echo(f"pruned {deleted} outbox rows older than {older_than}")
 
 
+@main.command()
+@click.option("--db", "database_url", help="PostgreSQL URL (env PGCAST_DATABASE_URL).")
+@click.option("--host", help="Address to listen on (env PGCAST_HOST; default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (env PGCAST_PORT; default 4000).")
+@click.option(
+    "--capture",
+    type=click.Choice(["trigger", "replication"]),
+    help="Capture mode (env PGCAST_CAPTURE; default trigger).",
+)
+@click.option("--jwt-secret", help="HS256/384/512 secret (env PGCAST_JWT_SECRET).")
+@click.option("--jwks-url", help="URL of a JWKS document (env PGCAST_JWKS_URL).")
+@click.option("--jwks-file", help="Path of a JWKS document (env PGCAST_JWKS_FILE).")
+@click.option(
+    "--no-auth", is_flag=True, default=None, help="Accept every client without a token (dev only)."
+)
+@click.option(
+    "--compression",
+    is_flag=True,
+    envvar="PGCAST_COMPRESSION",
+    help="Negotiate permessage-deflate (off by default: it slows fan-out ~3x).",
+)
+@click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR (env PGCAST_LOG_LEVEL).")
+def serve(compression: bool, **options: Any) -> None:
+    """Serve the Supabase Realtime protocol over WebSocket."""
+    from broadcaster.app import AppOptions, run
+    from broadcaster.config import ConfigError, Settings
+
+    if options.get("no_auth") is False:
+        options["no_auth"] = None  # an absent flag leaves PGCAST_NO_AUTH in charge
+    try:
+        settings = Settings.from_cli(**options)
+        code = run(settings, AppOptions(compression=compression))
+    except (ConfigError, CdcError, OSError) as exc:
+        _fail(exc)
+        return
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover - `python -m broadcaster.cli`
     main()

@@ -1,0 +1,252 @@
+"""Fan-out: capture source → subscription index → encoded frames → subscribers' outboxes → ack.
+
+:class:`Hub` reads batches from a :class:`~cdc.source.ChangeSource`. For every change it asks the
+:class:`~broadcaster.index.SubscriptionIndex` which bindings match, groups them by (subscriber,
+topic), encodes the change's ``data`` object **once**, splices it into one frame per distinct
+(vsn, topic, ids) and hands the same bytes to every subscriber that gets that frame. Once every
+change of a batch is in the subscribers' buffers the batch's position is acknowledged
+(:meth:`~cdc.source.ChangeSource.ack`), never earlier.
+
+Failure policy: a change that cannot be encoded is logged and skipped; a subscriber whose
+``deliver`` raises is logged and skipped; neither stops the hub. Only the source ending or failing
+ends :meth:`Hub.run`.
+
+Records larger than ``max_record_bytes`` are sent as Supabase sends them: ``errors`` is
+``["Error 413: Payload Too Large"]`` and ``record``/``old_record`` keep only the fields whose value
+is at most 64 bytes of text. Matching always uses the full rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias
+
+import orjson
+
+from broadcaster import phoenix
+from broadcaster.filters import BoundFilter
+from broadcaster.index import SubscriptionIndex
+from cdc.changes import Change, JSONValue, Position, Record
+from cdc.source import ChangeSource
+
+__all__ = ["PAYLOAD_TOO_LARGE", "Binding", "Hub", "HubStats", "Subscriber", "shrink_record"]
+
+log = logging.getLogger(__name__)
+
+PAYLOAD_TOO_LARGE = "Error 413: Payload Too Large"
+_MAX_FIELD_BYTES = 64  # what Supabase keeps of an oversized record
+
+_Join: TypeAlias = tuple[int, int]  # (id of the subscriber, join serial)
+_Key: TypeAlias = tuple[_Join, int]  # a binding: its join and its place in the join
+
+
+class Subscriber(Protocol):
+    """A socket as the hub sees it."""
+
+    @property
+    def vsn(self) -> phoenix.Vsn:
+        """The socket's serializer."""
+        ...
+
+    def deliver(self, frame: bytes) -> None:
+        """Queue one text frame; must not wait (an overflowing socket drops itself)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One usable ``postgres_changes`` binding of a joined channel.
+
+    Attributes:
+        id: the binding id the client got in the join reply.
+        schema, table: names or ``"*"``.
+        event: ``INSERT``, ``UPDATE``, ``DELETE`` or ``"*"``.
+        filter: the bound filter, ``None`` for every row.
+    """
+
+    id: int
+    schema: str
+    table: str
+    event: str
+    filter: BoundFilter | None = None
+
+
+@dataclass(slots=True)
+class HubStats:
+    """Counters for ``/health``."""
+
+    batches: int = 0
+    changes: int = 0
+    frames: int = 0
+    errors: int = 0
+    position: Position | None = None
+    last_commit_timestamp: float | None = None  # Unix time of the newest change handled
+    last_handled_at: float | None = None  # Unix time it was handled
+
+    def lag_seconds(self) -> float | None:
+        """Commit → handled delay of the newest change (``None`` before the first)."""
+        if self.last_commit_timestamp is None or self.last_handled_at is None:
+            return None
+        return max(0.0, self.last_handled_at - self.last_commit_timestamp)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    subscriber: Subscriber
+    topic: str
+    id: int
+
+
+def _value_size(value: JSONValue) -> int:
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return _MAX_FIELD_BYTES + 1
+
+
+def shrink_record(record: Record | None) -> Record | None:
+    """Supabase's treatment of an oversized record: only fields of ≤ 64 bytes are kept."""
+    if record is None:
+        return None
+    return {k: v for k, v in record.items() if _value_size(v) <= _MAX_FIELD_BYTES}
+
+
+class Hub:
+    """Matches changes to bindings and fills the subscribers' outboxes.
+
+    Args:
+        source: where changes come from.
+        max_record_bytes: larger ``data`` objects are shrunk as Supabase does (see module doc).
+    """
+
+    def __init__(self, source: ChangeSource, *, max_record_bytes: int = 1_048_576) -> None:
+        self.source = source
+        self.max_record_bytes = max_record_bytes
+        self.stats = HubStats()
+        self._index: SubscriptionIndex[_Key] = SubscriptionIndex()
+        self._targets: dict[_Key, _Target] = {}
+        self._joins: dict[_Join, list[_Key]] = {}
+
+    # --- subscriptions -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """The number of bindings in the index."""
+        return len(self._index)
+
+    @property
+    def subscriptions(self) -> int:
+        """Joined channels that have bindings."""
+        return len(self._joins)
+
+    def add(
+        self, subscriber: Subscriber, serial: int, topic: str, bindings: Sequence[Binding]
+    ) -> None:
+        """Make the bindings of one join live. Synchronous: changes handled after this call
+        see them.
+
+        Raises:
+            ValueError: this (subscriber, serial) is already subscribed, or an event is invalid
+                (then nothing was added).
+        """
+        join = (id(subscriber), serial)
+        if join in self._joins:
+            raise ValueError(f"join {serial} is already subscribed")
+        keys: list[_Key] = []
+        try:
+            for position, binding in enumerate(bindings):
+                key: _Key = (join, position)
+                self._index.add(key, binding.schema, binding.table, binding.event, binding.filter)
+                self._targets[key] = _Target(subscriber, topic, binding.id)
+                keys.append(key)
+        except ValueError:
+            for key in keys:
+                self._index.remove(key)
+                del self._targets[key]
+            raise
+        self._joins[join] = keys
+
+    def remove(self, subscriber: Subscriber, serial: int) -> None:
+        """Forget the bindings of one join; nothing if it has none."""
+        for key in self._joins.pop((id(subscriber), serial), ()):
+            self._index.remove(key)
+            del self._targets[key]
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self, start: Position | None = None) -> None:
+        """Consume the source until it ends; each batch is acknowledged once delivered.
+
+        Raises:
+            whatever the source raises (it could not go on).
+        """
+        async for batch in self.source.batches(start):
+            for change in batch.changes:
+                self.handle(change)
+            self.stats.batches += 1
+            self.stats.position = batch.position
+            await self.source.ack(batch.position)
+
+    def handle(self, change: Change) -> None:
+        """Deliver one change to every subscriber whose bindings match it."""
+        stats = self.stats
+        stats.changes += 1
+        stats.last_commit_timestamp = change.commit_timestamp.timestamp()
+        stats.last_handled_at = time.time()
+        try:
+            keys = self._index.affected(change)
+        except Exception:  # a bug in matching must not stop delivery to everyone else
+            stats.errors += 1
+            log.exception("matching change %s failed", change.position)
+            return
+        if not keys:
+            return
+        groups: dict[tuple[int, str], tuple[Subscriber, list[int]]] = {}
+        for key in keys:
+            target = self._targets[key]
+            group = groups.get((id(target.subscriber), target.topic))
+            if group is None:
+                groups[(id(target.subscriber), target.topic)] = (target.subscriber, [target.id])
+            elif target.id not in group[1]:
+                group[1].append(target.id)
+        try:
+            data = self._encode(change)
+        except (TypeError, ValueError):
+            stats.errors += 1
+            log.exception("change %s cannot be encoded; skipped", change.position)
+            return
+        frames: dict[tuple[phoenix.Vsn, str, tuple[int, ...]], bytes] = {}
+        for (_, topic), (subscriber, ids) in groups.items():
+            ids.sort()
+            cache_key = (subscriber.vsn, topic, tuple(ids))
+            frame = frames.get(cache_key)
+            if frame is None:
+                frame = phoenix.encode_postgres_changes(subscriber.vsn, topic, ids, data)
+                frames[cache_key] = frame
+            try:
+                subscriber.deliver(frame)
+            except Exception:
+                stats.errors += 1
+                log.exception("delivering change %s to a subscriber failed", change.position)
+            else:
+                stats.frames += 1
+
+    def _encode(self, change: Change) -> bytes:
+        data = phoenix.encode_change_data(change)
+        if len(data) <= self.max_record_bytes:
+            return data
+        shrunk = dataclasses.replace(
+            change, record=shrink_record(change.record), old_record=shrink_record(change.old_record)
+        )
+        body: dict[str, Any] = phoenix.change_data(shrunk)
+        body["errors"] = [PAYLOAD_TOO_LARGE]
+        try:
+            return orjson.dumps(body)
+        except TypeError:  # integers beyond 64 bits (numeric)
+            return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
