@@ -18,6 +18,7 @@ is at most 64 bytes of text. Matching always uses the full rows.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -124,11 +125,21 @@ class Hub:
     Args:
         source: where changes come from.
         max_record_bytes: larger ``data`` objects are shrunk as Supabase does (see module doc).
+        yield_bytes: after queuing this many bytes the hub yields to the event loop once, so
+            socket writers drain while a large batch is handled.
     """
 
-    def __init__(self, source: ChangeSource, *, max_record_bytes: int = 1_048_576) -> None:
+    def __init__(
+        self,
+        source: ChangeSource,
+        *,
+        max_record_bytes: int = 1_048_576,
+        yield_bytes: int = 64 * 1024,
+    ) -> None:
         self.source = source
         self.max_record_bytes = max_record_bytes
+        self.yield_bytes = yield_bytes
+        self._since_yield = 0
         self.stats = HubStats()
         self._index: SubscriptionIndex[_Key] = SubscriptionIndex()
         self._targets: dict[_Key, _Target] = {}
@@ -189,6 +200,11 @@ class Hub:
         async for batch in self.source.batches(start):
             for change in batch.changes:
                 self.handle(change)
+                if self._since_yield >= self.yield_bytes:
+                    # Let the writers run: a burst larger than a socket's buffer then reaches
+                    # clients that read, while one that does not read still overflows.
+                    self._since_yield = 0
+                    await asyncio.sleep(0)
             self.stats.batches += 1
             self.stats.position = batch.position
             await self.source.ack(batch.position)
@@ -236,6 +252,7 @@ class Hub:
                 log.exception("delivering change %s to a subscriber failed", change.position)
             else:
                 stats.frames += 1
+                self._since_yield += len(frame)
 
     def _encode(self, change: Change) -> bytes:
         data = phoenix.encode_change_data(change)
