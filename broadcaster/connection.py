@@ -140,6 +140,7 @@ class RealtimeConnection:
         self._expiry: asyncio.TimerHandle | None = None
         self._window_start = 0.0
         self._window_count = 0
+        self._closed = asyncio.Event()
 
     @property
     def vsn(self) -> phoenix.Vsn:
@@ -153,6 +154,10 @@ class RealtimeConnection:
     def close(self, code: int, reason: str) -> None:
         """Close after the frames already queued are sent (server drain)."""
         self.outbox.finish(code, reason)
+
+    async def wait_closed(self) -> None:
+        """Wait until :meth:`run` has finished (the socket is closed and unsubscribed)."""
+        await self._closed.wait()
 
     # --- the socket's life ---------------------------------------------------------------------
 
@@ -172,6 +177,7 @@ class RealtimeConnection:
                 await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
             except TimeoutError:  # pragma: no cover - the socket's close is bounded
                 self.log.warning("socket did not finish closing")
+            self._closed.set()
 
     async def _read_loop(self) -> None:
         while self.outbox.closing is None:

@@ -468,6 +468,8 @@ async def test_a_client_that_stops_reading_is_cut_off_and_others_keep_receiving(
         for client in (slow, fast):
             await client.join("big", [binding])
             await client.recv()  # system
+        sockets = list(server.server.connections)
+        assert len(sockets) == 2
         rows, size = 400, 32 * 1024
         await pg.execute(
             "INSERT INTO public.big (body) SELECT repeat('x', $1) FROM generate_series(1, $2)",
@@ -478,10 +480,13 @@ async def test_a_client_that_stops_reading_is_cut_off_and_others_keep_receiving(
         while received < rows:
             await fast.recv_until(postgres_changes)
             received += 1
-        async with asyncio.timeout(20):
-            while len(server.server.connections) > 1:
-                await asyncio.sleep(0.05)
+        waits = {asyncio.create_task(s.wait_closed()): s for s in sockets}
+        done, pending = await asyncio.wait(waits, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1 and len(pending) == 1
+        closing = waits[done.pop()].outbox.closing
+        assert closing is not None and closing.overflow and closing.code == 1013
         assert "send buffer overflow" in caplog.text
+        pending.pop().cancel()
         await fast.push("phoenix", "heartbeat", {}, ref="still-here")
         assert (await fast.recv_until(lambda m: m.ref == "still-here")).payload["status"] == "ok"
         await fast.close()
