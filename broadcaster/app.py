@@ -144,7 +144,16 @@ class App:
 
 
 async def serve(settings: Settings, options: AppOptions = AppOptions()) -> int:  # noqa: B008
-    """Run until SIGTERM/SIGINT (exit code 0) or until capture fails (1)."""
+    """Run until SIGTERM/SIGINT (exit code 0) or until capture fails (1).
+
+    Raises:
+        ConfigError: the settings cannot be served (e.g. replication capture).
+        CdcError: the database cannot be read.
+    """
+    if settings.capture != "trigger":
+        raise ConfigError(
+            f"capture mode {settings.capture!r} is not implemented yet; use --capture trigger"
+        )
     if settings.no_auth:
         log.warning(NO_AUTH_WARNING)
     app = App(settings, options)
