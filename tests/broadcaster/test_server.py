@@ -511,3 +511,129 @@ async def test_drain_sends_going_away_and_saves_the_position(
     assert caught.value.rcvd is not None and caught.value.rcvd.code == 1001
     stored = await pg.fetchval("SELECT position FROM pgcast.consumers WHERE name = 'test_drain'")
     assert stored is not None
+
+
+async def test_access_token_refresh(app: App, pg: asyncpg.Connection) -> None:
+    client = await Client.connect(app.server.port, "2.0.0")
+    binding = {"event": "INSERT", "schema": "public", "table": "messages", "filter": "room=eq.31"}
+    _, join_ref = await client.join("refresh", [binding])
+    await client.recv()  # system ok
+    fresh = make_token(SECRET, "authenticated", ttl=7200, sub="user-1")
+    await client.push("realtime:refresh", "access_token", {"access_token": fresh}, "5", join_ref)
+    row = await insert(pg, 31, "after refresh")
+    event = await client.recv()  # nothing else came first: a good token is not answered
+    assert event.event == "postgres_changes"
+    assert event.payload["data"]["record"]["id"] == row
+
+    await client.join("witness", [binding])
+    await client.recv()  # system ok
+    await client.push("realtime:refresh", "access_token", {"access_token": "bad"}, "6", join_ref)
+    system = await client.recv()
+    assert system.event == "system" and system.topic == "realtime:refresh"
+    assert system.payload["extension"] == "system" and system.payload["status"] == "error"
+    close = await client.recv()
+    assert (close.event, close.ref) == ("phx_close", join_ref)
+    await insert(pg, 31, "after shutdown")
+    event = await client.recv()
+    assert (event.event, event.topic) == ("postgres_changes", "realtime:witness")
+    # Both channels' frames for one change are queued together: none came for the closed one.
+    await client.push("phoenix", "heartbeat", {}, ref="hb")
+    assert (await client.recv()).ref == "hb"
+    await client.close()
+
+
+async def test_rejoining_a_topic_closes_the_old_channel(app: App, pg: asyncpg.Connection) -> None:
+    client = await Client.connect(app.server.port, "2.0.0")
+    binding = {"event": "INSERT", "schema": "public", "table": "messages", "filter": "room=eq.32"}
+    _, first = await client.join("again", [binding])
+    await client.recv()  # system
+    ref = client.next_ref()
+    await client.push(
+        "realtime:again", "phx_join", {"config": {"postgres_changes": [binding]}}, ref, ref
+    )
+    close = await client.recv()
+    assert (close.event, close.ref) == ("phx_close", first)
+    reply = await client.recv()
+    assert (reply.event, reply.ref, reply.payload["status"]) == ("phx_reply", ref, "ok")
+    await client.recv()  # system
+    await insert(pg, 32, "once")
+    event = await client.recv()
+    assert event.event == "postgres_changes" and event.join_ref is None
+    await client.push("phoenix", "heartbeat", {}, ref="hb")
+    assert (await client.recv()).ref == "hb"  # delivered once, not once per join
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+async def limited(tables: str) -> AsyncIterator[App]:
+    server = App(
+        make_settings(
+            tables,
+            "test_limits",
+            max_events_per_second=5,
+            max_frame_bytes=2000,
+            max_record_bytes=300,
+            max_channels_per_socket=2,
+        )
+    )
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_oversized_records_are_shrunk_as_supabase_does(
+    limited: App, pg: asyncpg.Connection
+) -> None:
+    client = await Client.connect(limited.server.port)
+    binding = {"event": "INSERT", "schema": "public", "table": "messages", "filter": "room=eq.41"}
+    await client.join("large", [binding])
+    row = await insert(pg, 41, "y" * 400)
+    data = (await client.recv_until(postgres_changes)).payload["data"]
+    assert data["errors"] == ["Error 413: Payload Too Large"]
+    assert data["record"] == {"id": row, "room": 41}
+    await client.close()
+
+
+async def test_frame_size_limit_closes_the_socket(limited: App) -> None:
+    client = await Client.connect(limited.server.port)
+    await client.ws.send("x" * 3000)
+    with pytest.raises(ConnectionClosed) as caught:
+        await client.recv()
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1009
+
+
+async def test_events_per_second_limit_shuts_the_channel(limited: App) -> None:
+    client = await Client.connect(limited.server.port)
+    _, join_ref = await client.join("chatty", [])
+    for i in range(10):
+        await client.push("realtime:chatty", "broadcast", {"event": "e", "payload": {}}, str(i))
+    system = await client.recv_until(lambda m: m.event == "system")
+    assert system.payload["message"] == "Too many messages per second"
+    assert (await client.recv()).event == "phx_close"
+    await client.close()
+
+
+async def test_channel_limit(limited: App) -> None:
+    client = await Client.connect(limited.server.port)
+    for name in ("one", "two"):
+        reply, _ = await client.join(name, [])
+        assert reply.payload["status"] == "ok"
+    reply, _ = await client.join("three", [])
+    assert reply.payload == {
+        "status": "error",
+        "response": {"reason": "ChannelRateLimitReached: Too many channels"},
+    }
+    await client.close()
+
+
+async def test_no_auth_accepts_clients_without_a_token(tables: str) -> None:
+    settings = Settings(database_url=tables, port=0, no_auth=True, consumer_name="test_no_auth")
+    server = App(settings)
+    await server.start()
+    try:
+        client = await Client.connect(server.server.port, token=None)
+        reply, _ = await client.join("open", [], token=None)
+        assert reply.payload["status"] == "ok"
+        await client.close()
+    finally:
+        await server.stop()
