@@ -32,6 +32,7 @@ from broadcaster.auth import AuthError, Claims, Verifier
 from broadcaster.bindings import ColumnLookup, resolve
 from broadcaster.channel import (
     Action,
+    Broadcast,
     Disconnect,
     PresenceSync,
     Reauthorize,
@@ -45,6 +46,7 @@ from broadcaster.outbox import CloseRequest, Frame, Outbox
 
 __all__ = [
     "IDLE_CLOSE_CODE",
+    "BroadcastRelay",
     "NO_AUTH_CLAIMS",
     "TOO_MANY_MESSAGES",
     "ConnectionLimits",
@@ -84,6 +86,50 @@ class WebSocket(Protocol):
         ...
 
 
+class BroadcastRelay:
+    """Client broadcasts between the sockets of this process that joined the same topic.
+
+    Payloads go out as JSON text (accepted by 1.0.0 and 2.0.0 clients); a broadcast whose payload
+    is raw bytes (binary kind 3 with encoding 0) is not relayed.
+    """
+
+    __slots__ = ("_members",)
+
+    def __init__(self) -> None:
+        self._members: dict[str, dict[RealtimeConnection, None]] = {}
+
+    def join(self, topic: str, member: RealtimeConnection) -> None:
+        """``member`` receives the topic's broadcasts."""
+        self._members.setdefault(topic, {})[member] = None
+
+    def leave(self, topic: str, member: RealtimeConnection) -> None:
+        """``member`` no longer receives the topic's broadcasts."""
+        members = self._members.get(topic)
+        if members is not None:
+            members.pop(member, None)
+            if not members:
+                del self._members[topic]
+
+    def send(
+        self, sender: RealtimeConnection, topic: str, payload: dict[str, Any], include_self: bool
+    ) -> None:
+        """Queue ``payload`` (``{"type": "broadcast", "event", "payload"}``) for the topic's
+        members (the sender only with ``include_self``)."""
+        message = phoenix.push(topic, phoenix.Event.BROADCAST, payload)
+        frames: dict[phoenix.Vsn, str] = {}
+        for member in list(self._members.get(topic, ())):
+            if member is sender and not include_self:
+                continue
+            frame = frames.get(member.vsn)
+            if frame is None:
+                try:
+                    frame = frames[member.vsn] = phoenix.encode(member.vsn, message)
+                except (TypeError, ValueError):
+                    sender.log.info("not relaying a broadcast whose payload is not JSON")
+                    return
+            member.outbox.put(frame)
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
     """Per-socket limits; defaults are Supabase's."""
@@ -106,6 +152,7 @@ class RealtimeConnection:
         verifier: checks join tokens; ``None`` accepts every channel (no auth).
         token: the token the socket connected with (verified at the upgrade), if any.
         limits: see :class:`ConnectionLimits`.
+        relay: where client broadcasts go (``None``: they are dropped).
         conn_id: a number for log lines.
     """
 
@@ -119,8 +166,10 @@ class RealtimeConnection:
         verifier: Verifier | None,
         token: str | None,
         limits: ConnectionLimits = ConnectionLimits(),  # noqa: B008 - frozen
+        relay: BroadcastRelay | None = None,
         conn_id: int = 0,
     ) -> None:
+        self._relay = relay
         self._ws = ws
         self._vsn = vsn
         self._hub = hub
@@ -241,6 +290,12 @@ class RealtimeConnection:
                 self._send(action)
             elif isinstance(action, Unsubscribe):
                 self._hub.remove(self, action.serial)
+                current = self.protocol.channels.get(action.topic)
+                if self._relay is not None and (current is None or current.serial == action.serial):
+                    self._relay.leave(action.topic, self)
+            elif isinstance(action, Broadcast):
+                if self._relay is not None:
+                    self._relay.send(self, action.topic, action.payload, action.include_self)
             elif isinstance(action, Reauthorize):
                 self._perform_now(self._reauthorize(action))
             elif isinstance(action, PresenceSync):
@@ -249,7 +304,7 @@ class RealtimeConnection:
                 self.outbox.finish(POLICY_CLOSE_CODE, action.reason)
             elif isinstance(action, Subscribe):  # pragma: no cover - a bug in the caller
                 raise TypeError("Subscribe needs _perform")
-            # Broadcast and presence tracking are not relayed (postgres_changes only).
+            # Presence tracking is not kept: every presence_state is empty.
 
     def _send(self, message: phoenix.Message) -> None:
         if self._debug:
@@ -269,6 +324,8 @@ class RealtimeConnection:
         except AuthError as exc:
             self.log.info("join of %s refused: %s", request.topic, exc.detail or exc.reason)
             self._perform_now(self.protocol.join_refused(request, exc.join_reason))
+            if self._relay is not None and request.topic not in self.protocol.channels:
+                self._relay.leave(request.topic, self)
             return
         try:
             bindings, problem = await resolve(request.bindings, self._lookup)
@@ -281,7 +338,11 @@ class RealtimeConnection:
                 self._hub.add(self, request.serial, request.topic, bindings)
             except ValueError as exc:  # pragma: no cover - a bug (serials are unique)
                 bindings, problem = [], str(exc)
-        self._perform_now(self.protocol.joined(request, claims, problem))
+        actions = self.protocol.joined(request, claims, problem)
+        channel = self.protocol.channels.get(request.topic)
+        if self._relay is not None and channel is not None and channel.serial == request.serial:
+            self._relay.join(request.topic, self)
+        self._perform_now(actions)
 
     def _reauthorize(self, request: Reauthorize) -> list[Action]:
         try:

@@ -12,6 +12,8 @@ The only module that imports websockets. It serves:
   subscriptions (200 when healthy, else 503);
 - anything else: 404 JSON.
 
+Client broadcasts are relayed between the sockets of this process (:class:`BroadcastRelay`).
+
 permessage-deflate is off unless asked for (it makes fan-out ~3.4× slower and costs ~45 KiB per
 socket, ``python-tech.md`` §4). Frames larger than ``max_frame_bytes`` close the socket (1009).
 """
@@ -38,7 +40,7 @@ from websockets.http11 import Request, Response
 from broadcaster import phoenix
 from broadcaster.auth import AuthError, Verifier
 from broadcaster.catalog import Catalog
-from broadcaster.connection import ConnectionLimits, RealtimeConnection
+from broadcaster.connection import BroadcastRelay, ConnectionLimits, RealtimeConnection
 from broadcaster.errors import ProtocolError
 from broadcaster.hub import Hub
 from broadcaster.outbox import Frame
@@ -143,6 +145,7 @@ class RealtimeServer:
         self.options = options
         self.capture_running = capture_running
         self.connections: set[RealtimeConnection] = set()
+        self.relay = BroadcastRelay()
         self._upgrades: weakref.WeakKeyDictionary[ServerConnection, _Upgrade] = (
             weakref.WeakKeyDictionary()
         )
@@ -267,6 +270,7 @@ class RealtimeServer:
             verifier=self.verifier,
             token=upgrade.token,
             limits=self.options.limits,
+            relay=self.relay,
             conn_id=next(self._ids),
         )
         self.connections.add(connection)

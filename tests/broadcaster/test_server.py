@@ -637,3 +637,26 @@ async def test_no_auth_accepts_clients_without_a_token(tables: str) -> None:
         await client.close()
     finally:
         await server.stop()
+
+
+async def test_broadcasts_are_relayed_between_sockets(app: App) -> None:
+    v1 = await Client.connect(app.server.port, "1.0.0")
+    v2 = await Client.connect(app.server.port, "2.0.0")
+    await v1.join("chat", [])
+    _, join_ref = await v2.join("chat", [])
+    await v1.push(
+        "realtime:chat", "broadcast", {"type": "broadcast", "event": "hi", "payload": {"a": 1}}
+    )
+    got = await v2.recv()
+    assert (got.event, got.ref, got.join_ref) == ("broadcast", None, None)
+    assert got.payload == {"type": "broadcast", "event": "hi", "payload": {"a": 1}}
+    # kind-3 binary from the 2.0.0 client reaches the 1.0.0 client as JSON text
+    topic, event, body = b"realtime:chat", b"cursor", b'{"x":2}'
+    header = bytes([3, len(join_ref), 1, len(topic), len(event), 0, 1])
+    await v2.ws.send(header + join_ref.encode() + b"9" + topic + event + body)
+    got = await v1.recv()
+    assert got.payload == {"type": "broadcast", "event": "cursor", "payload": {"x": 2}}
+    for client in (v1, v2):  # no echo to the sender (self: false)
+        await client.push("phoenix", "heartbeat", {}, ref="hb")
+        assert (await client.recv()).ref == "hb"
+        await client.close()
