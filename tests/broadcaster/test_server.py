@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import socket
 import urllib.error
@@ -660,3 +661,49 @@ async def test_broadcasts_are_relayed_between_sockets(app: App) -> None:
         await client.push("phoenix", "heartbeat", {}, ref="hb")
         assert (await client.recv()).ref == "hb"
         await client.close()
+
+
+def fuzz_frames(rng: random.Random, count: int) -> list[str | bytes]:
+    """Garbage, truncations and mutations of valid frames (deterministic for a seed)."""
+    seeds = [
+        '{"topic":"realtime:f","event":"phx_join","payload":{"config":{}},"ref":"1"}',
+        '["1","1","realtime:f","phx_join",{"config":{"postgres_changes":[{"table":"t"}]}}]',
+        '[null,"2","phoenix","heartbeat",{}]',
+        '{"topic":"realtime:f","event":"access_token","payload":{"access_token":5},"ref":"3"}',
+    ]
+    alphabet = '{}[]",:0123456789abcnulltrue\\ \x00é'
+    frames: list[str | bytes] = []
+    for _ in range(count):
+        kind = rng.randrange(4)
+        seed = rng.choice(seeds)
+        if kind == 0:
+            frames.append(rng.randbytes(rng.randrange(0, 64)))
+        elif kind == 1:
+            frames.append(seed[: rng.randrange(len(seed))])
+        elif kind == 2:
+            chars = list(seed)
+            for _ in range(rng.randrange(1, 6)):
+                chars[rng.randrange(len(chars))] = rng.choice(alphabet)
+            frames.append("".join(chars))
+        else:
+            frames.append("".join(rng.choice(alphabet) for _ in range(rng.randrange(40))))
+    return frames
+
+
+async def test_fuzzed_frames_never_kill_the_socket(app: App, pg: asyncpg.Connection) -> None:
+    watcher = await Client.connect(app.server.port)
+    binding = {"event": "INSERT", "schema": "public", "table": "messages", "filter": "room=eq.901"}
+    await watcher.join("fuzz-watch", [binding])
+    rng = random.Random(20260101)
+    for vsn in VSNS:
+        client = await Client.connect(app.server.port, vsn)
+        for frame in fuzz_frames(rng, 60):
+            await client.ws.send(frame)
+        await client.push("phoenix", "heartbeat", {}, ref="alive")
+        reply = await client.recv_until(lambda m: m.ref == "alive")
+        assert reply.payload["status"] == "ok"
+        await client.close()
+    row = await insert(pg, 901, "after fuzz")
+    event = await watcher.recv_until(postgres_changes)
+    assert event.payload["data"]["record"]["id"] == row
+    await watcher.close()
