@@ -179,7 +179,7 @@ def list_tables(dsn: str) -> list[CapturedTable]:
             _require_pgcast(conn)
             rows = conn.execute(
                 "WITH acked AS (SELECT coalesce(min(split_part(position, ':', 2)::bigint), 0) AS id"
-                "               FROM pgcast.consumers WHERE position LIKE 't2:%%'),"
+                "               FROM pgcast.consumers WHERE position LIKE 't3:%%'),"
                 " backlog AS (SELECT relid, count(*) AS n FROM pgcast.changes"
                 "             WHERE id > (SELECT id FROM acked) GROUP BY relid)"
                 " SELECT coalesce(n.nspname, t.schema_name), coalesce(c.relname, t.table_name),"

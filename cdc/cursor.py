@@ -25,11 +25,16 @@ Conversely a row returned by read *k* was not
 visible earlier if it came through ``in_progress``, and has a larger id than anything returned
 before if it came through ``high``: no duplicates.
 
-Full pages. Reads are ``ORDER BY id LIMIT n``. When a page is full, every selected row with an
-id up to the page's last id ``L`` was returned, and the rest lie above ``L``. If ``L`` reaches the
-previous ``high`` the rest is simply ``id > high``; otherwise the next read keeps the previous
-``in_progress`` xids as well and skips ids up to ``L`` (``after``), so rows of transactions that
-committed meanwhile are neither lost nor read twice.
+Full pages. Reads are ``ORDER BY id LIMIT n``, so when a page is full every wanted row with an id
+up to the page's last id ``L`` was returned and the rest lie above ``L``. If ``L`` reaches
+``high`` the rest is simply ``id > high``. Otherwise the cursor keeps *segments*: "rows of these
+xids above this bound". The in-flight set before the page becomes a segment with bound ``L``
+(its visible rows up to ``L`` were returned), older segments' bounds rise to at least ``L``, and
+the new snapshot's in-flight set selects its rows at any id (they were invisible, so none was
+returned). Segments are dropped once a page is not full or reaches ``high``.
+
+The read statement selects exactly the rows :meth:`CursorState.wants` (``cdc.sql`` builds it for
+the number of segments); the shell tells :meth:`OutboxCursor.advance` where the page was cut.
 
 Per-row order: a transaction that changes a row another transaction changed waits for that
 transaction's commit before its own trigger allocates an id, so its id is larger and its rows are
@@ -46,42 +51,88 @@ from dataclasses import dataclass
 
 from cdc.changes import Position
 
-__all__ = ["CursorState", "OutboxCursor", "ReadParams", "decode_position", "encode_position"]
+__all__ = [
+    "CursorState",
+    "OutboxCursor",
+    "ReadParams",
+    "Segment",
+    "XidSet",
+    "decode_position",
+    "encode_position",
+]
 
-_TOKEN_PREFIX = "t2"
+_TOKEN_PREFIX = "t3"
+
+
+_NO_XID = 2**63 - 1  # an xmax no xid reaches: "nothing at or above is in flight"
+
+
+@dataclass(frozen=True, slots=True)
+class XidSet:
+    """The xids in flight at one snapshot: those in ``xip`` and every xid from ``xmax`` on."""
+
+    xip: tuple[int, ...] = ()
+    xmax: int = 0  # 0: every xid
+
+    def __contains__(self, xid: object) -> bool:
+        return isinstance(xid, int) and (xid >= self.xmax or xid in self.xip)
+
+    def covers(self, other: XidSet) -> bool:
+        """Whether every xid of ``other`` is in this set."""
+        return self.xmax <= other.xmax and all(x in self for x in other.xip)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Rows whose xid is in ``xids`` and whose id is above ``after`` are still to be read."""
+
+    after: int
+    xids: XidSet
 
 
 @dataclass(frozen=True, slots=True)
 class CursorState:
-    """Read position: rows with ``id > after`` and (``id > high`` or xid in ``in_progress``) are
-    still to be read; every other committed row has been read."""
+    """Read position. Still to be read: rows above ``high``, rows of xids in flight at the last
+    read (``in_flight``, any id), and rows described by ``segments``."""
 
     high: int = 0
-    in_progress: tuple[int, ...] = ()
-    after: int = 0
-    xmax: int = 0  # 0: no snapshot yet, every xid counts as in flight
+    in_flight: XidSet = XidSet()
+    segments: tuple[Segment, ...] = ()
 
-    def in_flight(self, xid: int) -> bool:
-        """Whether ``xid`` was in flight at the read that produced this state."""
-        return xid >= self.xmax or xid in self.in_progress
+    def wants(self, row_id: int, xid: int) -> bool:
+        """Whether a committed row is still to be read."""
+        if row_id > self.high or xid in self.in_flight:
+            return True
+        return any(row_id > s.after and xid in s.xids for s in self.segments)
 
 
 @dataclass(frozen=True, slots=True)
 class ReadParams:
-    """The next read: ``id > after AND (id > high OR xid in flight)``, first ``limit`` rows, where
-    an xid is in flight when it is in ``in_progress`` or at least ``xmax``."""
+    """The next read: the rows ``state`` wants, first ``limit`` by id."""
 
-    high: int
-    in_progress: tuple[int, ...]
-    xmax: int
-    after: int
+    state: CursorState
     limit: int
 
 
+def _xids(values: tuple[int, ...]) -> str:
+    return ",".join(str(x) for x in values)
+
+
 def encode_position(state: CursorState) -> Position:
-    """The :class:`Position` token (``t2:<high>:<after>:<xmax>:<xid>,<xid>…``)."""
-    xids = ",".join(str(x) for x in state.in_progress)
-    return Position(state.high, f"{_TOKEN_PREFIX}:{state.high}:{state.after}:{state.xmax}:{xids}")
+    """The :class:`Position` token: ``t3:<high>:<xmax>:<xid>,…`` then ``:<after>:<xmax>:<xid>,…``
+    per segment."""
+    parts = [_TOKEN_PREFIX, str(state.high), str(state.in_flight.xmax), _xids(state.in_flight.xip)]
+    for segment in state.segments:
+        parts += [str(segment.after), str(segment.xids.xmax), _xids(segment.xids.xip)]
+    return Position(state.high, ":".join(parts))
+
+
+def _parse_set(xmax: str, xip: str) -> XidSet:
+    limit = int(xmax)
+    values = tuple(sorted({int(x) for x in xip.split(",") if x}))
+    if not 0 <= limit <= _NO_XID or any(not 0 < x < limit for x in values):
+        raise ValueError
+    return XidSet(values, limit)
 
 
 def decode_position(position: Position | str) -> CursorState:
@@ -92,16 +143,32 @@ def decode_position(position: Position | str) -> CursorState:
     """
     token = position.token if isinstance(position, Position) else position
     parts = token.split(":")
-    if len(parts) != 5 or parts[0] != _TOKEN_PREFIX:
+    if len(parts) < 4 or (len(parts) - 4) % 3 or parts[0] != _TOKEN_PREFIX:
         raise ValueError(f"not a trigger-mode position: {token!r}")
     try:
-        high, after, xmax = int(parts[1]), int(parts[2]), int(parts[3])
-        xids = tuple(sorted({int(x) for x in parts[4].split(",") if x}))
+        high = int(parts[1])
+        in_flight = _parse_set(parts[2], parts[3])
+        segments = []
+        for i in range(4, len(parts), 3):
+            after = int(parts[i])
+            if not 0 <= after <= high:
+                raise ValueError
+            segments.append(Segment(after, _parse_set(parts[i + 1], parts[i + 2])))
     except ValueError:
         raise ValueError(f"not a trigger-mode position: {token!r}") from None
-    if high < 0 or not 0 <= after <= high or xmax < 0 or any(not 0 < x < xmax for x in xids):
+    if high < 0:
         raise ValueError(f"not a trigger-mode position: {token!r}")
-    return CursorState(high, xids, after, xmax)
+    return CursorState(high, in_flight, tuple(segments))
+
+
+def _simplify(segments: list[Segment]) -> tuple[Segment, ...]:
+    """Drop segments another one makes redundant (same or lower bound, superset of xids)."""
+    kept: list[Segment] = []
+    for seg in sorted(segments, key=lambda s: (s.after, -len(s.xids.xip))):
+        if any(k.after <= seg.after and k.xids.covers(seg.xids) for k in kept):
+            continue
+        kept.append(seg)
+    return tuple(kept)
 
 
 class OutboxCursor:
@@ -129,36 +196,37 @@ class OutboxCursor:
 
     def read_params(self) -> ReadParams:
         """Parameters of the next read."""
-        s = self._state
-        return ReadParams(s.high, s.in_progress, s.xmax, s.after, self._limit)
+        return ReadParams(self._state, self._limit)
 
-    def advance(self, row_ids: Sequence[int], snapshot_xip: Iterable[int], xmax: int) -> bool:
-        """Record a read: the ids it returned (ascending) and its snapshot's ``xip`` and ``xmax``.
+    def advance(
+        self, row_ids: Sequence[int], cut: int | None, snapshot_xip: Iterable[int], xmax: int
+    ) -> None:
+        """Record a read.
 
-        Returns:
-            True when the page was full, so the caller should read again at once.
+        Args:
+            row_ids: the ids the read returned, ascending.
+            cut: the last id when the page was full (``limit`` rows), else None.
+            snapshot_xip: the read snapshot's in-progress xids.
+            xmax: the read snapshot's xmax.
 
         Raises:
-            ValueError: the ids are not strictly ascending or not above ``after`` (a shell bug).
+            ValueError: inconsistent input (a shell bug).
         """
         previous = self._state
-        last = previous.after
+        last = 0
         for row_id in row_ids:
             if row_id <= last:
-                raise ValueError("row ids must be strictly ascending and above the cursor")
+                raise ValueError("row ids must be strictly ascending")
             last = row_id
-        xip = set(snapshot_xip)
+        if cut is not None and cut != last:
+            raise ValueError("the cut is the last id of a full page")
+        xip = tuple(sorted(set(snapshot_xip)))
         if any(x >= xmax for x in xip):
             raise ValueError("xip entries must be below xmax")
-        full = len(row_ids) >= self._limit
-        if not full:
-            high = max(previous.high, last)
-            self._state = CursorState(high, tuple(sorted(xip)), 0, xmax)
-        elif last >= previous.high:
-            self._state = CursorState(last, tuple(sorted(xip)), 0, xmax)
-        else:
-            # Still in flight: what was in flight at either read.
-            floor = min(previous.xmax, xmax)
-            merged = {x for x in xip.union(previous.in_progress) if x < floor}
-            self._state = CursorState(previous.high, tuple(sorted(merged)), last, floor)
-        return full
+        now = XidSet(xip, xmax)
+        if cut is None or cut >= previous.high:
+            self._state = CursorState(max(previous.high, last, cut or 0), now)
+            return
+        raised = [Segment(max(s.after, cut), s.xids) for s in previous.segments]
+        raised.append(Segment(cut, previous.in_flight))
+        self._state = CursorState(previous.high, now, _simplify(raised))

@@ -1,15 +1,20 @@
 """Trigger-mode source: reads ``pgcast.changes`` gap-free, woken by an adaptive poll or NOTIFY.
 
 Wake-up design (see the migration's ``pgcast.wakeup``). NOTIFY serialises committing
-transactions behind a cluster-wide lock, so writers only notify while the reader sleeps:
+transactions behind a cluster-wide lock, so writers notify only while it pays:
 
-* busy: after a read that found rows the reader reads again after ``busy_poll`` seconds; empty
-  reads back off (1, 2, 4 … ms) and writers pay nothing but a one-row sequence read;
-* after ``idle_polls`` empty reads the reader *arms*: ``setval('pgcast.wakeup', 1)``, so capture
-  triggers start to NOTIFY. A trigger that checked the flag just before it was set may still
-  commit without notifying; such a transaction got its xid before the arming, so the reader keeps
-  polling until no transaction older than the arming is in flight, then sleeps on the
-  notification. A notification (or ``safety_interval``) wakes it; it disarms and polls again.
+* *polling*: while changes keep coming the reader reads every ``poll_interval`` seconds (at once
+  after a full page) and writers pay nothing but a one-row sequence read;
+* *armed*: a read that finds nothing sets ``pgcast.wakeup`` to 1, so capture triggers NOTIFY, and
+  the reader sleeps until a notification. It stays armed while the change rate is low (each
+  commit wakes it at once) and disarms, back to polling, once more than ``disarm_rows`` changes
+  arrive within ``rate_window`` seconds: at high rates polling batches many commits per read and
+  spares writers the NOTIFY lock.
+
+Arming has a race: a trigger that read the flag just before it was set may still commit without
+notifying. Such a transaction got its xid before the flag was set, so it is below the ``xmax`` of
+the first read after arming; until every such xid has left the snapshot the reader keeps polling
+(1–50 ms backoff) instead of sleeping.
 
 A lost notification therefore costs at most ``safety_interval`` of latency, never a change: the
 cursor (:mod:`cdc.cursor`) decides what to read, not the notification. Connection loss (backend
@@ -22,17 +27,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import orjson
 
 from cdc.changes import Batch, Change, Column, JSONValue, Operation, Position
-from cdc.cursor import CursorState, OutboxCursor, decode_position, encode_position
+from cdc.cursor import CursorState, OutboxCursor, XidSet, decode_position, encode_position
 from cdc.errors import ConfigurationError, DatabaseError, PositionLostError
-from cdc.sql import READ_CHANGES, READ_CHANGES_NO_COMMIT_TS, READ_COLUMNS
+from cdc.sql import READ_COLUMNS, read_changes
 
 __all__ = ["OutboxSource"]
 
@@ -69,8 +75,9 @@ class OutboxSource:
         dsn: libpq URL of the database.
         consumer: name under which acknowledged positions are stored in ``pgcast.consumers``.
         batch_size: most rows per read (and per batch).
-        busy_poll: delay between reads while changes keep coming, in seconds.
-        idle_polls: empty reads (with exponential backoff from ``busy_poll``) before sleeping.
+        poll_interval: delay between reads while polling, in seconds.
+        disarm_rows: changes within ``rate_window`` that switch from notifications to polling.
+        rate_window: seconds over which the change rate is judged.
         safety_interval: longest sleep without a notification, in seconds.
         ack_interval: how often acknowledged positions are written, in seconds.
         retention: prune outbox rows older than this (``None``: never prune here).
@@ -83,8 +90,9 @@ class OutboxSource:
         *,
         consumer: str = "default",
         batch_size: int = 1000,
-        busy_poll: float = 0.001,
-        idle_polls: int = 4,
+        poll_interval: float = 0.002,
+        disarm_rows: int = 20,
+        rate_window: float = 0.01,
         safety_interval: float = 1.0,
         ack_interval: float = 0.5,
         retention: timedelta | None = None,
@@ -94,8 +102,9 @@ class OutboxSource:
         self._dsn = dsn
         self.consumer = consumer
         self._batch_size = batch_size
-        self._busy_poll = busy_poll
-        self._idle_polls = idle_polls
+        self._poll_interval = poll_interval
+        self._disarm_rows = disarm_rows
+        self._rate_window = rate_window
         self._safety = safety_interval
         self._ack_interval = ack_interval
         self._retention = retention
@@ -109,7 +118,7 @@ class OutboxSource:
         self._ack_time = 0.0
         self._closed = False
         self._prune_task: asyncio.Task[None] | None = None
-        self._read_sql = READ_CHANGES
+        self._commit_ts = True
         self.reconnects = 0
         self.last_read: float = 0.0
 
@@ -159,13 +168,14 @@ class OutboxSource:
             self._prune_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._prune_task
-        if self._acked is not None and self._acked != self._ack_written:
-            with contextlib.suppress(Exception):
-                conn = await asyncpg.connect(self._dsn, timeout=5)
-                try:
-                    await self._write_ack(conn, force=True)
-                finally:
-                    await conn.close()
+        with contextlib.suppress(Exception):
+            conn = await asyncpg.connect(self._dsn, timeout=5)
+            try:
+                # Writers need not notify a reader that is gone.
+                await conn.execute("SELECT setval('pgcast.wakeup', 0)")
+                await self._write_ack(conn, force=True)
+            finally:
+                await conn.close()
         await self._drop_connection()
 
     # -- connection --------------------------------------------------------------------------
@@ -181,7 +191,7 @@ class OutboxSource:
                     "pgcast is not installed in this database: run `pgcast migrate --db URL`"
                 )
             tracked = await conn.fetchval("SHOW track_commit_timestamp")
-            self._read_sql = READ_CHANGES if tracked == "on" else READ_CHANGES_NO_COMMIT_TS
+            self._commit_ts = tracked == "on"
             await conn.add_listener("pgcast", self._on_notify)
             conn.add_termination_listener(self._on_terminate)
         except BaseException:
@@ -241,8 +251,8 @@ class OutboxSource:
         finally:
             if own:
                 await conn.close()
-        state = CursorState(int(row["high"]), tuple(sorted(row["xip"])), 0, int(row["xmax"]))
-        return encode_position(state)
+        in_flight = XidSet(tuple(sorted(row["xip"])), int(row["xmax"]))
+        return encode_position(CursorState(int(row["high"]), in_flight))
 
     async def _check_not_pruned(self, conn: Any, state: CursorState) -> None:
         row = await conn.fetchrow(
@@ -250,8 +260,9 @@ class OutboxSource:
         )
         lost = row["pruned_id"] > state.high
         # Rows of transactions in flight at the position may have committed and been pruned since.
-        lost = lost or (state.high > 0 and state.xmax <= row["pruned_xid"])
-        for xid in state.in_progress:
+        sets = [state.in_flight, *(s.xids for s in state.segments)]
+        lost = lost or any(state.high > 0 and x.xmax <= row["pruned_xid"] for x in sets)
+        for xid in {x for s in sets for x in s.xip}:
             if lost or xid > row["pruned_xid"]:
                 continue
             status = await conn.fetchval("SELECT pg_xact_status($1::text::xid8)", str(xid))
@@ -280,99 +291,114 @@ class OutboxSource:
     # -- reading -----------------------------------------------------------------------------
     async def _read(self, conn: Any, cursor: OutboxCursor) -> tuple[Batch | None, bool]:
         p = cursor.read_params()
-        row = await conn.fetchrow(
-            self._read_sql, p.after, p.high, list(p.in_progress), p.limit, str(p.xmax)
-        )
+        state = p.state
+        args: list[object] = [
+            state.high,
+            p.limit,
+            list(state.in_flight.xip),
+            str(state.in_flight.xmax),
+        ]
+        for seg in state.segments:
+            args += [seg.after, list(seg.xids.xip), str(seg.xids.xmax)]
+        sql = read_changes(len(state.segments), self._commit_ts)
+        rows = await conn.fetch(sql, *args)
         self.last_read = time.monotonic()
-        rows: list[dict[str, Any]] = orjson.loads(row["rows"])
+        head = rows[0]
+        if head["id"] is None:
+            rows = []
         # Build every change (which may query the catalog) before moving the cursor: if the
         # connection breaks half-way, the same rows are read again after reconnecting.
-        changes = [await self._change(conn, r) for r in rows]
-        full = cursor.advance([r["id"] for r in rows], row["xip"], row["xmax"])
+        for relid in {r["relid"] for r in rows}:
+            if relid not in self._relations:
+                await self._load_relation(conn, relid)
+        changes = []
+        for r in rows:
+            change = self._change(r)
+            if change is None:  # the table's columns changed since they were cached
+                await self._load_relation(conn, r["relid"])
+                change = self._change(r, stale_ok=True)
+                assert change is not None
+            changes.append(change)
+        ids = [r["id"] for r in rows]
+        full = len(ids) >= p.limit
+        cursor.advance(ids, ids[-1] if full else None, head["xip"], head["xmax"])
         if not changes:
             return None, full
         return Batch(tuple(changes), cursor.position), full
 
-    async def _relation(self, conn: Any, relid: int, keys: Mapping[str, object]) -> _Relation:
-        rel = self._relations.get(relid)
-        if rel is None or not rel.names.issuperset(keys):
-            rel = _Relation(await conn.fetch(READ_COLUMNS, relid))
-            self._relations[relid] = rel
-        return rel
+    async def _load_relation(self, conn: Any, relid: int) -> None:
+        self._relations[relid] = _Relation(await conn.fetch(READ_COLUMNS, relid))
 
-    async def _change(self, conn: Any, r: dict[str, Any]) -> Change:
-        record: dict[str, JSONValue] | None = r["record"]
-        old: dict[str, JSONValue] | None = r["old_record"]
-        rel = await self._relation(conn, r["relid"], record if record is not None else old or {})
+    def _change(self, r: Any, stale_ok: bool = False) -> Change | None:
+        """The change of one outbox row, or None when the cached columns do not fit it."""
+        text = r["record"]
+        record: dict[str, JSONValue] | None = None if text is None else orjson.loads(text)
+        text = r["old_record"]
+        old: dict[str, JSONValue] | None = None if text is None else orjson.loads(text)
+        rel = self._relations[r["relid"]]
+        image = record if record is not None else old
+        if not stale_ok and image is not None and not rel.names.issuperset(image):
+            return None
         for name in rel.bytea:
-            for image in (record, old):
-                if image is not None and name in image:
-                    image[name] = _strip_bytea(image[name])
+            for values in (record, old):
+                if values is not None and name in values:
+                    values[name] = _strip_bytea(values[name])
         return Change(
             position=r["id"],
             schema=r["schema_name"],
             table=r["table_name"],
             operation=_OPS[r["op"]],
-            commit_timestamp=datetime.fromisoformat(r["ts"]),
+            commit_timestamp=r["ts"],
             record=record,
             old_record=old,
             columns=rel.columns,
         )
 
     async def _read_loop(self, conn: Any, cursor: OutboxCursor) -> AsyncIterator[Batch]:
-        empty = 0
+        armed = False
+        horizon: int | None = None  # xmax of the first read after arming
+        recent: deque[tuple[float, int]] = deque()  # (time, rows) of reads while armed
+        backoff = self._poll_interval
         while not self._closed:
+            self._wake.clear()
             batch, full = await self._read(conn, cursor)
+            rows = len(batch.changes) if batch is not None else 0
             if batch is not None:
-                empty = 0
                 yield batch
                 await self._write_ack(conn)
-                if not full:
-                    await asyncio.sleep(self._busy_poll)
+            if full:
                 continue
-            empty += 1
-            if empty < self._idle_polls:
-                await asyncio.sleep(self._busy_poll * (2 ** (empty - 1)))
+            if not armed:
+                if rows:
+                    await asyncio.sleep(self._poll_interval)
+                    continue
+                await self._write_ack(conn, force=True)
+                await conn.execute("SELECT setval('pgcast.wakeup', 1)")
+                armed, horizon, backoff = True, None, self._poll_interval
+                recent.clear()
+                continue  # the next read's snapshot is taken after the flag was set
+            if horizon is None:
+                horizon = cursor.state.in_flight.xmax
+            now = time.monotonic()
+            recent.append((now, rows))
+            while recent and recent[0][0] < now - self._rate_window:
+                recent.popleft()
+            if sum(n for _, n in recent) >= self._disarm_rows:
+                await conn.execute("SELECT setval('pgcast.wakeup', 0)")
+                armed = False
+                await asyncio.sleep(self._poll_interval)
                 continue
-            await self._write_ack(conn, force=True)
-            async for batch in self._sleep(conn, cursor):
-                yield batch
-            empty = 0
-
-    async def _arm(self, conn: Any) -> int:
-        self._wake.clear()
-        await conn.execute("SELECT setval('pgcast.wakeup', 1)")
-        # A separate statement: its snapshot is taken after the flag was set, so every
-        # transaction that could have missed the flag has an xid below this xmax.
-        xmax: int = await conn.fetchval(
-            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
-        )
-        return xmax
-
-    async def _sleep(self, conn: Any, cursor: OutboxCursor) -> AsyncIterator[Batch]:
-        """Arm the wake-up, wait for a notification, disarm. Yields what it reads meanwhile."""
-        xmax = await self._arm(conn)
-        wait = self._busy_poll
-        try:
-            while not self._closed:
-                batch, _ = await self._read(conn, cursor)
-                if batch is not None:
-                    yield batch
-                    return
-                quiet = all(x >= xmax for x in cursor.state.in_progress)
-                timeout = self._safety if quiet else wait
-                wait = min(wait * 2, 0.05)
-                if await self._wait_wake(timeout):
-                    return
-                if conn.is_closed():
-                    raise asyncpg.InterfaceError("connection closed")
-                if quiet:
-                    xmax = await self._arm(conn)  # re-assert: another reader may have disarmed
-        finally:
-            # Best effort: if the connection broke, the reconnect path re-reads and re-arms.
-            if not conn.is_closed():
-                with contextlib.suppress(Exception):
-                    await conn.execute("SELECT setval('pgcast.wakeup', 0)")
+            quiet = all(x >= horizon for x in cursor.state.in_flight.xip)
+            if await self._wait_wake(self._safety if quiet else backoff):
+                continue
+            if conn.is_closed():
+                raise asyncpg.InterfaceError("connection closed")
+            if quiet:
+                # Re-assert the flag (another reader may have cleared it) and re-check.
+                await conn.execute("SELECT setval('pgcast.wakeup', 1)")
+                horizon = None
+            else:
+                backoff = min(backoff * 2, 0.05)
 
     async def _wait_wake(self, seconds: float) -> bool:
         try:

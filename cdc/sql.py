@@ -6,12 +6,7 @@ shells quote them with ``psycopg.sql.Identifier`` or pass them as parameters.
 
 from __future__ import annotations
 
-__all__ = [
-    "READ_CHANGES",
-    "READ_CHANGES_NO_COMMIT_TS",
-    "READ_COLUMNS",
-    "parse_table_name",
-]
+__all__ = ["READ_COLUMNS", "parse_table_name", "read_changes"]
 
 
 def parse_table_name(text: str, default_schema: str = "public") -> tuple[str, str]:
@@ -61,32 +56,50 @@ def parse_table_name(text: str, default_schema: str = "public") -> tuple[str, st
     return parts[0], parts[1]
 
 
-# One statement = one snapshot: the rows to emit plus that snapshot's in-progress xids.
-# $1 after, $2 high, $3 in-progress xids (bigint[]), $4 limit, $5 xmax (text). Two index
-# scans, one per branch of the cursor's predicate (see cdc/cursor.py), merged in id order.
+# One statement = one snapshot: the rows the cursor wants (see cdc/cursor.py) plus the
+# snapshot's in-progress xids and xmax (repeated on every row; when nothing is to be read, one row
+# of NULLs carries them). Two index scans: ids above high, and rows of in-flight xids below it.
+# $1 high, $2 limit, $3 in-flight xip (bigint[]), $4 in-flight xmax (text); then for each
+# segment three more: its bound, its xip, its xmax.
 _READ = """
-SELECT array(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) AS x) AS xip,
-       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax,
-       (SELECT pruned_id FROM pgcast.state) AS pruned_id,
-       coalesce((SELECT json_agg(r ORDER BY r.id) FROM (
-           SELECT * FROM (
-               (SELECT {columns} FROM pgcast.changes AS c
-                WHERE c.id > greatest($1::bigint, $2::bigint) ORDER BY c.id LIMIT $4::int)
-               UNION ALL
-               (SELECT {columns} FROM pgcast.changes AS c
-                WHERE (c.xid = ANY($3::bigint[]::text[]::xid8[]) OR c.xid >= $5::text::xid8)
-                  AND c.id > $1::bigint AND c.id <= $2::bigint
-                ORDER BY c.id LIMIT $4::int)
-           ) AS u ORDER BY u.id LIMIT $4) AS r), '[]') AS rows
+WITH s AS MATERIALIZED (
+    SELECT array(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) AS x) AS xip,
+           pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax
+)
+SELECT s.xip, s.xmax, r.id, r.relid, r.schema_name, r.table_name, r.op::text AS op,
+       r.record::text AS record, r.old_record::text AS old_record, {ts} AS ts
+FROM s LEFT JOIN LATERAL (
+    SELECT * FROM (
+        (SELECT {columns} FROM pgcast.changes AS c
+         WHERE c.id > $1::bigint ORDER BY c.id LIMIT $2::int)
+        UNION ALL
+        (SELECT {columns} FROM pgcast.changes AS c
+         WHERE c.id <= $1::bigint AND ({in_flight})
+         ORDER BY c.id LIMIT $2::int)
+    ) AS u ORDER BY u.id LIMIT $2::int
+) AS r ON true
+ORDER BY r.id
 """
 _COLUMNS = (
     "c.id, c.relid::int8 AS relid, c.schema_name, c.table_name, c.op, c.record, c.old_record,"
-    " {ts} AS ts"
+    " c.xid, c.created_at"
 )
-READ_CHANGES = _READ.format(
-    columns=_COLUMNS.format(ts="coalesce(pg_xact_commit_timestamp(xid(c.xid)), c.created_at)")
-)
-READ_CHANGES_NO_COMMIT_TS = _READ.format(columns=_COLUMNS.format(ts="c.created_at"))
+_XIDS = "(c.xid = ANY(${}::bigint[]::text[]::xid8[]) OR c.xid >= ${}::text::xid8)"
+
+
+def read_changes(segments: int, commit_timestamps: bool = True) -> str:
+    """The read statement for a cursor state with ``segments`` segments."""
+    parts = [_XIDS.format(3, 4)]
+    for i in range(segments):
+        n = 5 + 3 * i
+        parts.append(f"(c.id > ${n}::bigint AND {_XIDS.format(n + 1, n + 2)})")
+    ts = "coalesce(pg_xact_commit_timestamp(xid(r.xid)), r.created_at)"
+    return _READ.format(
+        columns=_COLUMNS,
+        in_flight="\n              OR ".join(parts),
+        ts=ts if commit_timestamps else "r.created_at",
+    )
+
 
 # Columns of a captured table in attnum order with their type names, as Supabase reports them.
 READ_COLUMNS = """

@@ -158,12 +158,23 @@ async def test_postgres_restart_mid_stream(own_cluster: Cluster) -> None:
         while not stop.is_set():
             try:
                 if conn is None or conn.is_closed():
-                    conn = await asyncpg.connect(dsn)
+                    conn = await asyncpg.connect(dsn, timeout=5)
                 attempted.add(n)
-                await conn.execute("INSERT INTO public.events (writer, n) VALUES (0, $1)", n)
+                await conn.execute(
+                    "INSERT INTO public.events (writer, n) VALUES (0, $1)", n, timeout=5
+                )
                 confirmed.add(n)
                 n += 1
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except (
+                OSError,
+                TimeoutError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+            ):
+                if conn is not None:
+                    conn.terminate()
+                conn = None
                 n += 1
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.001)
@@ -176,8 +187,9 @@ async def test_postgres_restart_mid_stream(own_cluster: Cluster) -> None:
         for mode in ("fast", "immediate"):
             await asyncio.to_thread(own_cluster.restart, mode)
             before = len(confirmed)
-            while len(confirmed) < before + 100:  # noqa: ASYNC110 - polls another task's set
-                await asyncio.sleep(0.05)
+            async with asyncio.timeout(30):
+                while len(confirmed) < before + 100:  # noqa: ASYNC110 - polls another task's set
+                    await asyncio.sleep(0.05)
         stop.set()
         await task
         await reader.wait_for(
@@ -208,16 +220,33 @@ async def test_idle_reader_is_woken_by_notify(setup: str) -> None:
     assert [c.record["n"] for c in reader.changes] == [0, 1, 2]  # type: ignore[index]
 
 
-async def test_writers_do_not_notify_while_reader_is_busy(setup: str) -> None:
+async def test_reader_switches_between_notify_and_polling(setup: str) -> None:
+    """Idle: armed (writers NOTIFY). A burst: disarmed (writers skip NOTIFY). Idle again: armed."""
     dsn = setup
     async with collecting(dsn) as reader:
-        conn = await asyncpg.connect(dsn)
+        probe = await asyncpg.connect(dsn)
         await asyncio.sleep(0.3)
-        await conn.execute("INSERT INTO public.events (writer, n) VALUES (-2, 0)")
-        await reader.wait_count(1)
-        # The reader disarmed on waking; the next writes find the flag down.
-        assert await conn.fetchval("SELECT last_value FROM pgcast.wakeup") == 0
-        await conn.close()
+        assert await probe.fetchval("SELECT last_value FROM pgcast.wakeup") == 1
+        flags: set[int] = set()
+
+        async def burst(w: int) -> None:
+            conn = await asyncpg.connect(dsn)
+            for i in range(300):
+                await conn.execute(
+                    "INSERT INTO public.events (writer, n) VALUES ($1, $2)", -10 - w, i
+                )
+            await conn.close()
+
+        writes = asyncio.gather(*(burst(w) for w in range(4)))
+        while not writes.done():
+            flags.add(await probe.fetchval("SELECT last_value FROM pgcast.wakeup"))
+            await asyncio.sleep(0.002)
+        await writes
+        await reader.wait_count(1200)
+        assert 0 in flags, "the reader should poll (disarmed) during a burst"
+        await asyncio.sleep(0.3)
+        assert await probe.fetchval("SELECT last_value FROM pgcast.wakeup") == 1
+        await probe.close()
 
 
 async def test_resumes_from_acknowledged_position(setup: str) -> None:
