@@ -297,6 +297,7 @@ def test_supabase_js_client(realtime_server: RealtimeServer, spawn: Any) -> None
     assert_js_change(c, c.change("app", 0, "INSERT", row_id), "INSERT", ins)
 
 
+@pytest.mark.slow
 def test_heartbeats_keep_socket_alive(realtime_server: RealtimeServer, spawn: Any) -> None:
     """65 s with only heartbeats (every 25 s): the server's 60 s idle timeout must not fire."""
     db = realtime_server.dsn

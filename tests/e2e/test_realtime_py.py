@@ -366,6 +366,7 @@ async def test_system_message_after_subscribe(py: PyClient) -> None:
     }, py.report()
 
 
+@pytest.mark.slow
 async def test_heartbeats_keep_socket_alive(py: PyClient) -> None:
     """65 s with only the client's heartbeats (every 25 s, ``ref: null``): no idle close."""
     db = py.server.dsn
