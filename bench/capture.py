@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import multiprocessing
 import os
 import re
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 
@@ -165,24 +167,65 @@ async def run_write(
     return Run(label[capture], written / seconds, reader_rate, catch_up)
 
 
-async def latency(cluster: Cluster, seconds: int, rate: int) -> list[float]:
+def _paced_writer(dsn: str, rate: int, seconds: int, out: str) -> None:
+    """Separate process: 1-row INSERT transactions at ``rate``/s over 4 connections; records
+    the wall-clock time each commit was acknowledged."""
+
+    async def run() -> None:
+        acks: dict[int, float] = {}
+        conns = [await asyncpg.connect(dsn) for _ in range(4)]
+        start = time.monotonic()
+
+        async def one(i: int) -> None:
+            n = i
+            while n < rate * seconds:
+                due = start + n / rate
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                await conns[i].execute(
+                    "INSERT INTO items (a, b, c, d, n, f, t) "
+                    "VALUES ($1, 'hello world', 'some text', 'more', 12.5, true, now())",
+                    n,
+                )
+                acks[n] = time.time()
+                n += 4
+
+        await asyncio.gather(*(one(i) for i in range(4)))
+        Path(out).write_text(json.dumps(acks))  # noqa: ASYNC240 - once, after the run
+
+    asyncio.run(run())
+
+
+async def latency(cluster: Cluster, seconds: int, rate: int) -> tuple[list[float], list[float]]:
+    """(commit-ack -> reader, commit timestamp -> reader) in ms for each change."""
     dsn = cluster.dsn()
     await reset(dsn, "statement")
     source = OutboxSource(dsn, consumer="bench-latency")
     start = await source.current_position()
-    samples: list[float] = []
+    received: dict[int, float] = {}
+    from_commit_ts: list[float] = []
 
     async def read() -> None:
         async for batch in source.batches(start):
-            now = datetime.now(UTC)
-            samples.extend((now - c.commit_timestamp).total_seconds() * 1000 for c in batch.changes)
+            now = time.time()
+            for c in batch.changes:
+                received[c.record["a"]] = now  # type: ignore[index]
+                from_commit_ts.append((now - c.commit_timestamp.timestamp()) * 1000)
 
     task = asyncio.create_task(read())
-    await pgbench(cluster, INSERT_1, 4, seconds, rate=rate)
+    out = os.path.join(tempfile.mkdtemp(), "acks.json")
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_paced_writer, args=(dsn, rate, seconds, out)
+    )
+    proc.start()
+    await asyncio.to_thread(proc.join)
     await asyncio.sleep(0.5)
     task.cancel()
     await source.close()
-    return samples
+    acks = {int(k): v for k, v in json.loads(Path(out).read_text()).items()}  # noqa: ASYNC240
+    from_ack = [(received[n] - t) * 1000 for n, t in acks.items() if n in received]
+    if len(from_ack) != len(acks):
+        raise RuntimeError(f"{len(acks) - len(from_ack)} changes never arrived")
+    return from_ack, from_commit_ts
 
 
 def table(rows: list[list[str]]) -> str:
@@ -192,38 +235,50 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-async def main(seconds: int) -> None:
+async def main(seconds: int, latency_only: bool = False) -> None:
     settings = {"shared_buffers": "256MB", "max_wal_size": "4GB"}
     with throwaway_cluster(settings=settings) as cluster:
         migrate(cluster.dsn())
-        runs: list[tuple[str, Run]] = []
-        for capture in ("none", "statement", "row", "notify"):
-            runs.append(("1-row txns, 4 clients", await run_write(
-                cluster, capture, INSERT_1, 1, 4, seconds, capture != "none")))  # fmt: skip
-        for capture in ("none", "statement", "row"):
-            runs.append(("1,000-row statements, 1 client", await run_write(
-                cluster, capture, INSERT_1000, 1000, 1, seconds, capture != "none")))  # fmt: skip
-        base = {w: r.writer_rows_per_s for w, r in runs if r.label == "no capture"}
-        rows = [["workload", "capture", "writer rows/s", "vs none", "reader rows/s", "catch-up s"]]
-        for workload, r in runs:
-            rows.append([
-                workload, r.label, f"{r.writer_rows_per_s:,.0f}",
-                f"{r.writer_rows_per_s / base[workload]:.2f}x",
-                "-" if r.reader_rows_per_s is None else f"{r.reader_rows_per_s:,.0f}",
-                "-" if r.catch_up_s is None else f"{r.catch_up_s:.2f}",
-            ])  # fmt: skip
-        print(f"\nWrite overhead and reader throughput ({seconds}s per run, fsync on)\n")
+        if not latency_only:
+            await throughput(cluster, seconds)
+        from_ack, from_ts = await latency(cluster, seconds, 1000)
+        print(f"\nCommit -> reader latency at 1,000 changes/s ({len(from_ack)} changes)\n")
+        rows = [["measured from", "p50 ms", "p90 ms", "p99 ms", "max ms"]]
+        for label, samples in (
+            ("writer's commit acknowledged", from_ack),
+            ("commit timestamp (before WAL flush)", from_ts),
+        ):
+            q = statistics.quantiles(samples, n=100)
+            rows.append(
+                [label, f"{q[49]:.2f}", f"{q[89]:.2f}", f"{q[98]:.2f}", f"{max(samples):.2f}"]
+            )
         print(table(rows))
-        samples = await latency(cluster, seconds, 1000)
-        q = statistics.quantiles(samples, n=100)
-        print(f"\nCommit -> reader latency at 1,000 changes/s ({len(samples)} changes)\n")
-        print(table([
-            ["p50 ms", "p90 ms", "p99 ms", "max ms"],
-            [f"{q[49]:.2f}", f"{q[89]:.2f}", f"{q[98]:.2f}", f"{max(samples):.2f}"],
-        ]))  # fmt: skip
+
+
+async def throughput(cluster: Cluster, seconds: int) -> None:
+    runs: list[tuple[str, Run]] = []
+    for capture in ("none", "statement", "row", "notify"):
+        runs.append(("1-row txns, 4 clients", await run_write(
+            cluster, capture, INSERT_1, 1, 4, seconds, capture != "none")))  # fmt: skip
+    for capture in ("none", "statement", "row"):
+        runs.append(("1,000-row statements, 1 client", await run_write(
+            cluster, capture, INSERT_1000, 1000, 1, seconds, capture != "none")))  # fmt: skip
+    base = {w: r.writer_rows_per_s for w, r in runs if r.label == "no capture"}
+    rows = [["workload", "capture", "writer rows/s", "vs none", "reader rows/s", "catch-up s"]]
+    for workload, r in runs:
+        rows.append([
+            workload, r.label, f"{r.writer_rows_per_s:,.0f}",
+            f"{r.writer_rows_per_s / base[workload]:.2f}x",
+            "-" if r.reader_rows_per_s is None else f"{r.reader_rows_per_s:,.0f}",
+            "-" if r.catch_up_s is None else f"{r.catch_up_s:.2f}",
+        ])  # fmt: skip
+    print(f"\nWrite overhead and reader throughput ({seconds}s per run, fsync on)\n")
+    print(table(rows))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
-    asyncio.run(main(parser.parse_args().seconds))
+    parser.add_argument("--latency-only", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(main(args.seconds, args.latency_only))

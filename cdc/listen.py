@@ -76,6 +76,7 @@ class OutboxSource:
         consumer: name under which acknowledged positions are stored in ``pgcast.consumers``.
         batch_size: most rows per read (and per batch).
         poll_interval: delay between reads while polling, in seconds.
+        arm_below: a polling read that returns fewer changes than this arms the wake-up.
         disarm_rows: changes within ``rate_window`` that switch from notifications to polling.
         rate_window: seconds over which the change rate is judged.
         safety_interval: longest sleep without a notification, in seconds.
@@ -91,6 +92,7 @@ class OutboxSource:
         consumer: str = "default",
         batch_size: int = 1000,
         poll_interval: float = 0.002,
+        arm_below: int = 3,
         disarm_rows: int = 20,
         rate_window: float = 0.01,
         safety_interval: float = 1.0,
@@ -103,6 +105,7 @@ class OutboxSource:
         self.consumer = consumer
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._arm_below = arm_below
         self._disarm_rows = disarm_rows
         self._rate_window = rate_window
         self._safety = safety_interval
@@ -183,7 +186,15 @@ class OutboxSource:
         if self._conn is not None and not self._conn.is_closed():
             return self._conn
         conn = await asyncpg.connect(
-            self._dsn, timeout=10, server_settings={"TimeZone": "UTC", "application_name": "pgcast"}
+            self._dsn,
+            timeout=10,
+            # Every read is built for index scans; stale statistics on the fast-changing outbox
+            # must not turn them into sequential scans of the whole table.
+            server_settings={
+                "TimeZone": "UTC",
+                "application_name": "pgcast",
+                "enable_seqscan": "off",
+            },
         )
         try:
             if await conn.fetchval("SELECT to_regclass('pgcast.changes')") is None:
@@ -369,7 +380,7 @@ class OutboxSource:
             if full:
                 continue
             if not armed:
-                if rows:
+                if rows >= self._arm_below:
                     await asyncio.sleep(self._poll_interval)
                     continue
                 await self._write_ack(conn, force=True)

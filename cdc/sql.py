@@ -58,7 +58,8 @@ def parse_table_name(text: str, default_schema: str = "public") -> tuple[str, st
 
 # One statement = one snapshot: the rows the cursor wants (see cdc/cursor.py) plus the
 # snapshot's in-progress xids and xmax (repeated on every row; when nothing is to be read, one row
-# of NULLs carries them). Two index scans: ids above high, and rows of in-flight xids below it.
+# of NULLs carries them). Index scans only (the reader's session disables sequential scans): ids
+# above high by primary key, and rows of in-flight xids below it by the xid index.
 # $1 high, $2 limit, $3 in-flight xip (bigint[]), $4 in-flight xmax (text); then for each
 # segment three more: its bound, its xip, its xmax.
 _READ = """
@@ -74,7 +75,7 @@ FROM s LEFT JOIN LATERAL (
          WHERE c.id > $1::bigint ORDER BY c.id LIMIT $2::int)
         UNION ALL
         (SELECT {columns} FROM pgcast.changes AS c
-         WHERE c.id <= $1::bigint AND ({in_flight})
+         WHERE c.id IN ({in_flight})
          ORDER BY c.id LIMIT $2::int)
     ) AS u ORDER BY u.id LIMIT $2::int
 ) AS r ON true
@@ -84,19 +85,26 @@ _COLUMNS = (
     "c.id, c.relid::int8 AS relid, c.schema_name, c.table_name, c.op, c.record, c.old_record,"
     " c.xid, c.created_at"
 )
-_XIDS = "(c.xid = ANY(${}::bigint[]::text[]::xid8[]) OR c.xid >= ${}::text::xid8)"
+# Rows of in-flight xids below high, one xid-index lookup per set: an xip list and an xmax.
+# (``id + 0`` keeps the planner on the xid index: few rows are in flight, many lie below high.)
+_XIDS = (
+    "SELECT x.id FROM pgcast.changes AS x WHERE x.xid = ANY(${xip}::bigint[]::text[]::xid8[])"
+    " AND x.id + 0 > {after} AND x.id + 0 <= $1::bigint"
+    " UNION SELECT x.id FROM pgcast.changes AS x WHERE x.xid >= ${xmax}::text::xid8"
+    " AND x.id + 0 > {after} AND x.id + 0 <= $1::bigint"
+)
 
 
 def read_changes(segments: int, commit_timestamps: bool = True) -> str:
     """The read statement for a cursor state with ``segments`` segments."""
-    parts = [_XIDS.format(3, 4)]
+    parts = [_XIDS.format(xip=3, xmax=4, after="0")]
     for i in range(segments):
         n = 5 + 3 * i
-        parts.append(f"(c.id > ${n}::bigint AND {_XIDS.format(n + 1, n + 2)})")
+        parts.append(_XIDS.format(xip=n + 1, xmax=n + 2, after=f"${n}::bigint"))
     ts = "coalesce(pg_xact_commit_timestamp(xid(r.xid)), r.created_at)"
     return _READ.format(
         columns=_COLUMNS,
-        in_flight="\n              OR ".join(parts),
+        in_flight="\n UNION ".join(parts),
         ts=ts if commit_timestamps else "r.created_at",
     )
 
