@@ -102,16 +102,25 @@ def _events(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[s
     show_default=True,
     help="Old row of UPDATE/DELETE: all columns, or only the primary key.",
 )
-def tables_add(dsn: str, table: str, events: tuple[str, ...], old_values: str) -> None:
+@click.option(
+    "--granularity",
+    type=click.Choice(["row", "statement"]),
+    default="row",
+    show_default=True,
+    help="Fire per row (cheapest for small transactions) or per statement (bulk writes).",
+)
+def tables_add(
+    dsn: str, table: str, events: tuple[str, ...], old_values: str, granularity: str
+) -> None:
     """Capture TABLE (schema.table; quote mixed case: 'public."MyTable"')."""
     try:
-        added = admin.add_table(dsn, table, events, old_values)
+        added = admin.add_table(dsn, table, events, old_values, granularity)
     except CdcError as exc:
         _fail(exc)
         return
     click.echo(
         f"capturing {added.schema}.{added.table} ({','.join(added.events)}, "
-        f"old values: {added.old_values})"
+        f"old values: {added.old_values}, per {added.granularity})"
     )
 
 
@@ -137,9 +146,18 @@ def tables_list(dsn: str) -> None:
     except CdcError as exc:
         _fail(exc)
         return
-    header = ("schema", "table", "events", "old values", "mode", "backlog")
+    header = ("schema", "table", "events", "old values", "per", "mode", "backlog")
     data = [
-        (t.schema, t.table, ",".join(t.events), t.old_values, t.mode, str(t.backlog)) for t in rows
+        (
+            t.schema,
+            t.table,
+            ",".join(t.events),
+            t.old_values,
+            t.granularity,
+            t.mode,
+            str(t.backlog),
+        )
+        for t in rows
     ]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *data, strict=False)]
     for line in (header, *data):

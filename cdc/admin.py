@@ -30,6 +30,7 @@ class CapturedTable:
     old_values: str
     mode: str
     backlog: int
+    granularity: str = "row"
 
 
 def _fail(exc: psycopg.Error, doing: str) -> DatabaseError:
@@ -70,6 +71,11 @@ def _resolve(conn: psycopg.Connection, name: str) -> tuple[int, str, str]:
     return int(row[0]), schema, table
 
 
+def _is_partitioned(conn: psycopg.Connection, oid: int) -> bool:
+    row = conn.execute("SELECT relkind = 'p' FROM pg_class WHERE oid = %s", (oid,)).fetchone()
+    return bool(row and row[0])
+
+
 def _key_columns(conn: psycopg.Connection, oid: int) -> list[str]:
     """Primary key columns, else the replica identity index's, else none."""
     row = conn.execute(
@@ -96,19 +102,34 @@ def _drop_triggers(conn: psycopg.Connection, schema: str, table: str) -> None:
 
 
 def add_table(
-    dsn: str, name: str, events: Sequence[str] = EVENTS, old_values: str = "full"
+    dsn: str,
+    name: str,
+    events: Sequence[str] = EVENTS,
+    old_values: str = "full",
+    granularity: str = "row",
 ) -> CapturedTable:
-    """Install (or reinstall) trigger capture on a table."""
+    """Install (or reinstall) trigger capture on a table.
+
+    ``granularity`` ``row`` fires once per changed row (cheapest for small transactions);
+    ``statement`` once per statement with transition tables (cheapest for large statements).
+    Partitioned tables always get ``statement`` (see the returned ``granularity``).
+    """
     chosen = tuple(e.lower() for e in events)
     unknown = [e for e in chosen if e not in EVENTS]
     if unknown or not chosen:
         raise ConfigurationError(f"events must be a subset of {','.join(EVENTS)}")
     if old_values not in ("full", "key"):
         raise ConfigurationError("old values must be 'full' or 'key'")
+    if granularity not in ("row", "statement"):
+        raise ConfigurationError("granularity must be 'row' or 'statement'")
     try:
         with psycopg.connect(dsn) as conn, conn.transaction():
             _require_pgcast(conn)
             oid, schema, table = _resolve(conn, name)
+            if _is_partitioned(conn, oid):
+                # Row triggers fire on the partitions (partition names, cross-partition moves as
+                # DELETE + INSERT); statement triggers on the parent report the parent's rows.
+                granularity = "statement"
             allowed = conn.execute("SELECT has_table_privilege(%s, 'TRIGGER')", (oid,)).fetchone()
             if not allowed or not allowed[0]:
                 raise PrivilegeError(
@@ -119,22 +140,43 @@ def add_table(
             _drop_triggers(conn, schema, table)
             for event in EVENTS:
                 if event in chosen:
-                    _create_trigger(conn, schema, table, event, args)
+                    _create_trigger(conn, schema, table, event, args, granularity)
             conn.execute(
-                "INSERT INTO pgcast.tables (relid, schema_name, table_name, events, old_values)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (relid) DO UPDATE SET"
+                "INSERT INTO pgcast.tables"
+                " (relid, schema_name, table_name, events, old_values, granularity)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (relid) DO UPDATE SET"
                 " schema_name = excluded.schema_name, table_name = excluded.table_name,"
-                " events = excluded.events, old_values = excluded.old_values",
-                (oid, schema, table, list(chosen), old_values),
+                " events = excluded.events, old_values = excluded.old_values,"
+                " granularity = excluded.granularity",
+                (oid, schema, table, list(chosen), old_values, granularity),
             )
-            return CapturedTable(schema, table, chosen, old_values, "trigger", 0)
+            return CapturedTable(schema, table, chosen, old_values, "trigger", 0, granularity)
     except psycopg.Error as exc:
         raise _fail(exc, f"could not capture {name}") from exc
 
 
 def _create_trigger(
-    conn: psycopg.Connection, schema: str, table: str, event: str, args: Iterable[str]
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    event: str,
+    args: Iterable[str],
+    granularity: str,
 ) -> None:
+    if granularity == "row":
+        conn.execute(
+            sql.SQL(
+                "CREATE TRIGGER {name} AFTER {event} ON {schema}.{table}"
+                " FOR EACH ROW EXECUTE FUNCTION pgcast.capture_row({args})"
+            ).format(
+                name=sql.Identifier(_TRIGGER.format(event)),
+                event=sql.SQL(event.upper()),
+                schema=sql.Identifier(schema),
+                table=sql.Identifier(table),
+                args=sql.SQL(", ").join(sql.Literal(a) for a in args),
+            )
+        )
+        return
     referencing = {
         "insert": "NEW TABLE AS pgcast_new",
         "update": "NEW TABLE AS pgcast_new OLD TABLE AS pgcast_old",
@@ -183,7 +225,7 @@ def list_tables(dsn: str) -> list[CapturedTable]:
                 " backlog AS (SELECT relid, count(*) AS n FROM pgcast.changes"
                 "             WHERE id > (SELECT id FROM acked) GROUP BY relid)"
                 " SELECT coalesce(n.nspname, t.schema_name), coalesce(c.relname, t.table_name),"
-                "        t.events, t.old_values, t.mode, coalesce(b.n, 0)"
+                "        t.events, t.old_values, t.mode, coalesce(b.n, 0), t.granularity"
                 " FROM pgcast.tables t"
                 " LEFT JOIN pg_class c ON c.oid = t.relid"
                 " LEFT JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -192,7 +234,7 @@ def list_tables(dsn: str) -> list[CapturedTable]:
             ).fetchall()
     except psycopg.Error as exc:
         raise _fail(exc, "could not list tables") from exc
-    return [CapturedTable(s, t, tuple(e), o, m, int(n)) for s, t, e, o, m, n in rows]
+    return [CapturedTable(s, t, tuple(e), o, m, int(n), g) for s, t, e, o, m, n, g in rows]
 
 
 def prune(dsn: str, older_than: timedelta) -> int:

@@ -38,6 +38,7 @@ CREATE TABLE pgcast.tables (
     events      text[]      NOT NULL,
     old_values  text        NOT NULL CHECK (old_values IN ('full', 'key')),
     mode        text        NOT NULL DEFAULT 'trigger' CHECK (mode IN ('trigger', 'replication')),
+    granularity text        NOT NULL DEFAULT 'row' CHECK (granularity IN ('row', 'statement')),
     added_at    timestamptz NOT NULL DEFAULT now()
 );
 
@@ -67,7 +68,36 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
            END
 $$;
 
--- Statement-level capture triggers. Transition tables make one INSERT ... SELECT per statement.
+-- Row-level capture trigger (the default: cheapest for the 1-row transactions most
+-- applications write; bench/capture.py measures both kinds).
+CREATE FUNCTION pgcast.capture_row() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET TimeZone = 'UTC'
+SET IntervalStyle = 'postgres'
+SET extra_float_digits = 1
+AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO pgcast.changes (relid, schema_name, table_name, op, record)
+        VALUES (TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'I', to_jsonb(NEW));
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO pgcast.changes (relid, schema_name, table_name, op, record, old_record)
+        VALUES (TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'U', to_jsonb(NEW),
+                pgcast.old_image(to_jsonb(OLD), TG_ARGV));
+    ELSE
+        INSERT INTO pgcast.changes (relid, schema_name, table_name, op, old_record)
+        VALUES (TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'D',
+                pgcast.old_image(to_jsonb(OLD), TG_ARGV));
+    END IF;
+    IF (SELECT last_value FROM pgcast.wakeup) > 0 THEN
+        PERFORM pg_notify('pgcast', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Statement-level capture triggers (--granularity statement: far cheaper for large statements). Transition tables make one INSERT ... SELECT per statement.
 -- Session settings are pinned so to_jsonb renders values the same whoever writes. Whole rows
 -- are written alias.* so that a column named like the alias cannot shadow the row.
 CREATE FUNCTION pgcast.capture_insert() RETURNS trigger

@@ -51,7 +51,7 @@ def test_migrate_twice_via_cli(blank_db: str) -> None:
 def test_add_list_remove_round_trip(tables_db: str) -> None:
     code, out = run("tables", "add", "public.messages", "--db", tables_db)
     assert code == 0, out
-    assert "capturing public.messages (insert,update,delete, old values: full)" in out
+    assert "capturing public.messages (insert,update,delete, old values: full, per row)" in out
     assert trigger_names(tables_db, "public.messages") == [
         "pgcast_capture_delete",
         "pgcast_capture_insert",
@@ -59,7 +59,7 @@ def test_add_list_remove_round_trip(tables_db: str) -> None:
     ]
     code, out = run(
         "tables", "add", '"Chat"."Room Log"', "--events", "insert,delete", "--old-values", "key",
-        "--db", tables_db,
+        "--granularity", "statement", "--db", tables_db,
     )  # fmt: skip
     assert code == 0, out
     with psycopg.connect(tables_db, autocommit=True) as conn:
@@ -67,13 +67,23 @@ def test_add_list_remove_round_trip(tables_db: str) -> None:
     code, out = run("tables", "list", "--db", tables_db)
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[0].split() == ["schema", "table", "events", "old", "values", "mode", "backlog"]
+    assert lines[0].split() == [
+        "schema",
+        "table",
+        "events",
+        "old",
+        "values",
+        "per",
+        "mode",
+        "backlog",
+    ]
     assert any(
-        line.split() == ["Chat", "Room", "Log", "insert,delete", "key", "trigger", "0"]
+        line.split() == ["Chat", "Room", "Log", "insert,delete", "key", "statement", "trigger", "0"]
         for line in lines
     )
     assert any(
-        line.split() == ["public", "messages", "insert,update,delete", "full", "trigger", "2"]
+        line.split()
+        == ["public", "messages", "insert,update,delete", "full", "row", "trigger", "2"]
         for line in lines
     )
     # Re-adding replaces the triggers (idempotent, new event set).

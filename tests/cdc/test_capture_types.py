@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -9,7 +10,9 @@ import pytest
 
 from cdc import admin
 from cdc.changes import Column, Operation
+from cdc.migrate import migrate
 from tests.cdc.helpers import collecting
+from tests.conftest import Server, create_database, drop_database
 
 SCHEMA = """
 CREATE TYPE mood AS ENUM ('sad', 'happy');
@@ -80,12 +83,27 @@ COLUMNS = (
 )  # fmt: skip
 
 
+@pytest.fixture(scope="module", params=["row", "statement"])
+def granularity(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-async def conn(db: str) -> asyncpg.Connection:
+def db(pg_server: Server, granularity: str) -> Iterator[str]:
+    """A fresh migrated database per granularity (both trigger kinds must capture alike)."""
+    name = create_database(pg_server, f"capture_types_{granularity}")
+    dsn = pg_server.dsn(name)
+    migrate(dsn)
+    yield dsn
+    drop_database(pg_server, name)
+
+
+@pytest.fixture(scope="module")
+async def conn(db: str, granularity: str) -> asyncpg.Connection:
     c = await asyncpg.connect(db)
     await c.execute(SCHEMA)
-    admin.add_table(db, "public.typed")
-    admin.add_table(db, '"Odd Schema"."Mixed ""Case"" Table"')
+    admin.add_table(db, "public.typed", granularity=granularity)
+    admin.add_table(db, '"Odd Schema"."Mixed ""Case"" Table"', granularity=granularity)
     yield c
     await c.close()
 
@@ -153,7 +171,7 @@ async def test_quoted_mixed_case_table(db: str, conn: asyncpg.Connection) -> Non
 
 
 async def test_multi_row_statements_pair_old_and_new_rows(
-    db: str, conn: asyncpg.Connection
+    db: str, conn: asyncpg.Connection, granularity: str
 ) -> None:
     await conn.execute(
         "CREATE TABLE public.nokey (a int, b text);"
@@ -161,8 +179,9 @@ async def test_multi_row_statements_pair_old_and_new_rows(
         "CREATE TABLE public.parted_lo PARTITION OF public.parted FOR VALUES FROM (0) TO (500);"
         "CREATE TABLE public.parted_hi PARTITION OF public.parted FOR VALUES FROM (500) TO (5000);"
     )
-    admin.add_table(db, "public.nokey")
-    admin.add_table(db, "public.parted")
+    admin.add_table(db, "public.nokey", granularity=granularity)
+    # A partitioned table is always captured per statement, on the parent.
+    assert admin.add_table(db, "public.parted", granularity=granularity).granularity == "statement"
     n = 2000
     async with collecting(db) as reader:
         await conn.execute(
@@ -195,9 +214,13 @@ async def test_multi_row_statements_pair_old_and_new_rows(
             assert c.record["v"] == c.old_record["v"] + 1  # type: ignore[operator]
 
 
-async def test_old_values_key_and_event_subset(db: str, conn: asyncpg.Connection) -> None:
+async def test_old_values_key_and_event_subset(
+    db: str, conn: asyncpg.Connection, granularity: str
+) -> None:
     await conn.execute("CREATE TABLE public.keyed (id int PRIMARY KEY, v text)")
-    admin.add_table(db, "public.keyed", events=("update", "delete"), old_values="key")
+    admin.add_table(
+        db, "public.keyed", events=("update", "delete"), old_values="key", granularity=granularity
+    )
     async with collecting(db) as reader:
         await conn.execute("INSERT INTO public.keyed VALUES (1, 'a')")  # not captured
         await conn.execute("UPDATE public.keyed SET v = 'b'")
