@@ -31,17 +31,6 @@ TABLE = """
 CREATE TABLE items (id bigserial PRIMARY KEY, a int, b text, c text, d text, n numeric,
                     f bool, t timestamptz);
 """
-ROW_LEVEL = """
-CREATE FUNCTION bench_row_capture() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' SET IntervalStyle = 'postgres'
-SET extra_float_digits = 1 AS $$
-BEGIN
-    INSERT INTO pgcast.changes (relid, schema_name, table_name, op, record)
-    VALUES (TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'I', to_jsonb(NEW));
-    IF (SELECT last_value FROM pgcast.wakeup) > 0 THEN PERFORM pg_notify('pgcast', ''); END IF;
-    RETURN NULL;
-END $$;
-"""
 ALWAYS_NOTIFY = """
 CREATE FUNCTION bench_notify_capture() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' SET IntervalStyle = 'postgres'
@@ -75,23 +64,14 @@ class Run:
 async def reset(dsn: str, capture: str) -> None:
     conn = await asyncpg.connect(dsn)
     await conn.execute(
-        "DROP TABLE IF EXISTS items; DROP FUNCTION IF EXISTS bench_row_capture();"
-        "DROP FUNCTION IF EXISTS bench_notify_capture();"
+        "DROP TABLE IF EXISTS items; DROP FUNCTION IF EXISTS bench_notify_capture();"
     )
     await conn.execute("TRUNCATE pgcast.changes; DELETE FROM pgcast.tables;")
     await conn.execute(TABLE)
     await conn.execute("SELECT setval('pgcast.wakeup', 0)")
     await conn.close()
-    if capture == "statement":
-        admin.add_table(dsn, "public.items", events=("insert",))
-    elif capture == "row":
-        conn = await asyncpg.connect(dsn)
-        await conn.execute(ROW_LEVEL)
-        await conn.execute(
-            "CREATE TRIGGER bench AFTER INSERT ON items FOR EACH ROW "
-            "EXECUTE FUNCTION bench_row_capture()"
-        )
-        await conn.close()
+    if capture in ("row", "statement"):
+        admin.add_table(dsn, "public.items", events=("insert",), granularity=capture)
     elif capture == "notify":
         conn = await asyncpg.connect(dsn)
         await conn.execute(ALWAYS_NOTIFY)
@@ -160,8 +140,8 @@ async def run_write(
     await source.close()
     label = {
         "none": "no capture",
-        "statement": "pgcast (statement-level, adaptive wake-up)",
-        "row": "row-level trigger, adaptive wake-up",
+        "row": "pgcast --granularity row (default)",
+        "statement": "pgcast --granularity statement",
         "notify": "statement-level + NOTIFY every txn",
     }
     return Run(label[capture], written / seconds, reader_rate, catch_up)
@@ -198,7 +178,7 @@ def _paced_writer(dsn: str, rate: int, seconds: int, out: str) -> None:
 async def latency(cluster: Cluster, seconds: int, rate: int) -> tuple[list[float], list[float]]:
     """(commit-ack -> reader, commit timestamp -> reader) in ms for each change."""
     dsn = cluster.dsn()
-    await reset(dsn, "statement")
+    await reset(dsn, "row")
     source = OutboxSource(dsn, consumer="bench-latency")
     start = await source.current_position()
     received: dict[int, float] = {}
@@ -257,10 +237,10 @@ async def main(seconds: int, latency_only: bool = False) -> None:
 
 async def throughput(cluster: Cluster, seconds: int) -> None:
     runs: list[tuple[str, Run]] = []
-    for capture in ("none", "statement", "row", "notify"):
+    for capture in ("none", "row", "statement", "notify"):
         runs.append(("1-row txns, 4 clients", await run_write(
             cluster, capture, INSERT_1, 1, 4, seconds, capture != "none")))  # fmt: skip
-    for capture in ("none", "statement", "row"):
+    for capture in ("none", "row", "statement"):
         runs.append(("1,000-row statements, 1 client", await run_write(
             cluster, capture, INSERT_1000, 1000, 1, seconds, capture != "none")))  # fmt: skip
     base = {w: r.writer_rows_per_s for w, r in runs if r.label == "no capture"}
