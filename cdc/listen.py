@@ -39,6 +39,7 @@ from cdc.changes import Batch, Change, Column, JSONValue, Operation, Position
 from cdc.cursor import CursorState, OutboxCursor, XidSet, decode_position, encode_position
 from cdc.errors import ConfigurationError, DatabaseError, PositionLostError
 from cdc.sql import READ_COLUMNS, read_changes
+from cdc.values import fix_bytea
 
 __all__ = ["OutboxSource"]
 
@@ -48,15 +49,6 @@ _OPS = {"I": Operation.INSERT, "U": Operation.UPDATE, "D": Operation.DELETE}
 # SQLSTATE classes after which reconnecting can help: connection exceptions, insufficient
 # resources, operator intervention (terminate, shutdown, cannot connect now), system errors.
 _RETRYABLE_CLASSES = ("08", "53", "57", "58")
-
-
-def _strip_bytea(value: JSONValue) -> JSONValue:
-    """to_jsonb renders bytea as ``\\x0102``; pgcast (like Supabase) sends plain hex."""
-    if isinstance(value, str) and value.startswith("\\x"):
-        return value[2:]
-    if isinstance(value, list):
-        return [_strip_bytea(v) for v in value]
-    return value
 
 
 class _Relation:
@@ -353,7 +345,7 @@ class OutboxSource:
         for name in rel.bytea:
             for values in (record, old):
                 if values is not None and name in values:
-                    values[name] = _strip_bytea(values[name])
+                    values[name] = fix_bytea(values[name])
         return Change(
             position=r["id"],
             schema=r["schema_name"],
