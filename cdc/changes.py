@@ -52,9 +52,10 @@ class Change:
     """One row change.
 
     Attributes:
-        position: this change's own position within its capture mode: the outbox id in trigger
-            mode, the WAL position in replication mode. Unique per change; resuming is done with
-            the :class:`Position` of a :class:`Batch`, not with this number.
+        position: this change's own number within its capture mode: the outbox id in trigger
+            mode, a counter carried in the positions in replication mode (WAL positions are
+            shared by the rows of one statement). Unique per change; resuming is done with the
+            :class:`Position` of a :class:`Batch`, not with this number.
         schema: the table's schema name.
         table: the table name.
         operation: INSERT, UPDATE or DELETE.

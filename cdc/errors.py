@@ -7,6 +7,7 @@ Tree::
     │   ├── UnknownTableError
     │   └── PrivilegeError
     ├── PositionLostError       a resume position points at changes that were pruned
+    ├── DecodeError             malformed pgoutput bytes (replication mode)
     └── DatabaseError           Postgres refused; carries the SQLSTATE
 """
 
