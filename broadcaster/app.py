@@ -178,7 +178,7 @@ async def serve(settings: Settings, options: AppOptions = AppOptions()) -> int: 
 
 
 def run(settings: Settings, options: AppOptions = AppOptions()) -> int:  # noqa: B008
-    """Run the server in a new event loop (uvloop when installed: ``pgcast[fast]``)."""
+    """Run the server in a new event loop (uvloop where it is installed)."""
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
