@@ -14,11 +14,11 @@ import logging
 import signal
 from dataclasses import dataclass
 
-from broadcaster.catalog import Catalog
 from broadcaster.config import ConfigError, Settings, build_verifier
 from broadcaster.connection import ConnectionLimits
 from broadcaster.hub import Hub
 from broadcaster.ws_server import RealtimeServer, ServerOptions
+from cdc.catalog import Catalog
 from cdc.changes import Position
 from cdc.errors import CdcError
 from cdc.listen import OutboxSource

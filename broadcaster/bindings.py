@@ -31,16 +31,24 @@ from broadcaster.index import EVENTS, WILDCARD
 from broadcaster.payloads import PostgresChange
 from cdc.changes import Column
 
-__all__ = ["ColumnLookup", "describe", "resolve"]
+__all__ = ["ColumnLookup", "DatabaseProbe", "describe", "resolve"]
 
 _UNABLE = "Unable to subscribe to changes with given parameters. "
 
 
 class ColumnLookup(Protocol):
-    """Where table columns come from (:class:`broadcaster.catalog.Catalog`)."""
+    """Where table columns come from (:class:`cdc.catalog.Catalog`)."""
 
     async def columns(self, schema: str, table: str) -> tuple[Column, ...]:
         """The table's columns in attnum order; ``()`` for an unknown table."""
+        ...
+
+
+class DatabaseProbe(ColumnLookup, Protocol):
+    """Column lookups plus a health check (:class:`cdc.catalog.Catalog`)."""
+
+    async def ping(self) -> bool:
+        """Whether the database answers."""
         ...
 
 

@@ -39,7 +39,7 @@ from websockets.http11 import Request, Response
 
 from broadcaster import phoenix
 from broadcaster.auth import AuthError, Verifier
-from broadcaster.catalog import Catalog
+from broadcaster.bindings import DatabaseProbe
 from broadcaster.connection import BroadcastRelay, ConnectionLimits, RealtimeConnection
 from broadcaster.errors import ProtocolError
 from broadcaster.hub import Hub
@@ -133,7 +133,7 @@ class RealtimeServer:
     def __init__(
         self,
         hub: Hub,
-        catalog: Catalog,
+        catalog: DatabaseProbe,
         verifier: Verifier | None,
         options: ServerOptions = ServerOptions(),  # noqa: B008 - frozen
         *,

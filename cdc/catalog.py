@@ -5,8 +5,8 @@ their types (:func:`broadcaster.filters.bind`). The columns come from ``pg_attri
 ``pg_type`` over a small asyncpg pool and are cached for ``ttl`` seconds; concurrent lookups of the
 same table share one query. An unknown table is not cached (it may be created any moment).
 
-Placement: the house rules keep drivers in ``cdc``; this module is the broadcaster's only driver
-use and should move to ``cdc`` (e.g. ``cdc/catalog.py``) once that package can take it.
+Lives in ``cdc`` because drivers stay there; the broadcaster sees it only through its
+``ColumnLookup``/``DatabaseProbe`` protocols, and ``broadcaster.app`` wires it in.
 """
 
 from __future__ import annotations
