@@ -15,7 +15,10 @@ and a writer process inserting rows. Prints tables.
    each joined to one channel with one unfiltered binding on ``public.messages``.
 3. Fan-out: on those same sockets, rows at increasing rates (``--rates``, ``--step-seconds``
    each); clients count ``postgres_changes`` frames. Kept up = every delivery arrived and the
-   last one came at most ``--keep-up-s`` after the last commit.
+   last one came at most ``--keep-up-s`` after the last commit. deliveries/s = deliveries /
+   (first insert -> last delivery), so for a rate it did not keep up with it is what the server
+   sustains while saturated. Each step waits for its backlog (up to ``--drain-s``) before the
+   next; by default the steps stop after the first rate it did not keep up with.
 
 The server gets ``PGCAST_HEARTBEAT_TIMEOUT_S=3600`` so the clients need not heartbeat, and
 ``--log-level WARNING``. Everything is bounded: every wait has a timeout, every child process has
@@ -349,6 +352,14 @@ class Clients:
             sum(r[3] for r in replies),
         )
 
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for proc in self.procs:
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
     def shutdown(self) -> None:
         with contextlib.suppress(Exception):
             self.ask("close", (), 15)
@@ -570,7 +581,7 @@ def memory_and_fanout(dsn: str, workdir: Path, args: argparse.Namespace) -> None
     mem_rows = [["sockets", "server RSS MiB", "KiB/socket vs 0", "KiB/socket vs first step"]]
     fan_rows = [[
         "rows/s", "offered deliveries/s", "delivered", "expected", "deliveries/s",
-        "last after commit s", "server CPU %", "kept up",
+        "last after commit s", "server CPU %", "clients CPU %", "kept up",
     ]]  # fmt: skip
     try:
         time.sleep(1.0)
@@ -604,11 +615,13 @@ def memory_and_fanout(dsn: str, workdir: Path, args: argparse.Namespace) -> None
             fan_note += f"; failures: {errors}"
         for rate in args.rates:
             before, _last, closed_before, open_ = clients.stats()
-            cpu0, t0 = server.cpu_seconds(), time.monotonic()
+            cpu0, ccpu0, t0 = server.cpu_seconds(), clients.cpu_seconds(), time.monotonic()
             wall_start, wall_end, acks = write(dsn, rate, args.step_seconds, 1)
             expected = len(acks) * open_
-            frames, last, closed, _open = wait_for(clients, before + expected, 30)
-            cpu = (server.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
+            frames, last, closed, _open = wait_for(clients, before + expected, args.drain_s)
+            elapsed = time.monotonic() - t0
+            cpu = (server.cpu_seconds() - cpu0) / elapsed * 100
+            ccpu = (clients.cpu_seconds() - ccpu0) / elapsed * 100
             delivered = frames - before
             span = max(last, wall_end) - wall_start
             behind = last - wall_end
@@ -616,9 +629,17 @@ def memory_and_fanout(dsn: str, workdir: Path, args: argparse.Namespace) -> None
             fan_rows.append([
                 f"{len(acks) / args.step_seconds:,.1f}", f"{rate * open_:,.0f}",
                 f"{delivered:,}", f"{expected:,}", f"{delivered / span:,.0f}", f"{behind:.2f}",
-                f"{cpu:.0f}", "yes" if kept else f"no ({closed - closed_before} closed)",
+                f"{cpu:.0f}", f"{ccpu:.0f}",
+                "yes" if kept else f"no ({closed - closed_before} closed)",
             ])  # fmt: skip
-            if not kept and args.stop_when_behind:
+            if delivered < expected:
+                fan_note += (
+                    f"\nat {rate:g} rows/s the backlog did not drain within {args.drain_s:g} s;"
+                    " later rates not run"
+                )
+                break
+            if not kept and not args.all_rates:
+                fan_note += f"\nbehind at {rate:g} rows/s: higher rates not run (--all-rates)"
                 break
     finally:
         clients.shutdown()
@@ -639,10 +660,13 @@ def main() -> None:
     )
     parser.add_argument("--sockets", type=int, default=10_000, help="fan-out/memory sockets")
     parser.add_argument("--client-procs", type=int, default=4)
-    parser.add_argument("--rates", default="5,10,20,40", help="fan-out rows/s, comma separated")
+    parser.add_argument("--rates", default="1,2,5,10,20,40", help="fan-out rows/s, ascending")
     parser.add_argument("--step-seconds", type=float, default=5.0)
     parser.add_argument("--keep-up-s", type=float, default=1.0)
-    parser.add_argument("--stop-when-behind", action="store_true")
+    parser.add_argument("--drain-s", type=float, default=60.0, help="most wait after a step")
+    parser.add_argument(
+        "--all-rates", action="store_true", help="go on after a rate the server did not keep up"
+    )
     parser.add_argument("--chat-sockets", type=int, default=1000)
     parser.add_argument("--rooms", type=int, default=100)
     parser.add_argument("--chat-rate", type=float, default=1000.0)
