@@ -19,6 +19,10 @@ and a writer process inserting rows. Prints tables.
    (first insert -> last delivery), so for a rate it did not keep up with it is what the server
    sustains while saturated. Each step waits for its backlog (up to ``--drain-s``) before the
    next; by default the steps stop after the first rate it did not keep up with.
+4. Ceiling (same table): after pgcast stops, a bare asyncio+uvloop server process accepts the same
+   number of sockets from the same client processes and writes ``--ceiling-messages``
+   pre-encoded change frames of the same size straight to every transport (one write per
+   socket per frame): what pure Python can deliver here, the yardstick for pgcast's rate.
 
 The server gets ``PGCAST_HEARTBEAT_TIMEOUT_S=3600`` so the clients need not heartbeat, and
 ``--log-level WARNING``. Everything is bounded: every wait has a timeout, every child process has
@@ -31,6 +35,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import hashlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -50,6 +55,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from broadcaster.wsframe import text_frame
 from cdc import admin
 from cdc.embedded import Cluster, free_port, throwaway_cluster
 from cdc.migrate import migrate
@@ -507,6 +513,151 @@ def start_server(dsn: str, workdir: Path, name: str) -> Server:
         time.sleep(0.2)
 
 
+# --- the ceiling: pre-encoded frames written straight to the transports --------------------------
+
+
+def ceiling_frames() -> tuple[bytes, bytes]:
+    """The system "subscribed" frame and one postgres_changes frame shaped like pgcast's for a
+    row of ``public.messages`` (same fields, same size), as unmasked text frames."""
+    subscribed = orjson.dumps({
+        "topic": "realtime:fanout", "event": "system", "ref": None,
+        "payload": {"extension": "postgres_changes", "status": "ok", "channel": "fanout",
+                    "message": "Subscribed to PostgreSQL"},
+    })  # fmt: skip
+    columns = [
+        {"name": "id", "type": "int8"}, {"name": "room_id", "type": "int4"},
+        {"name": "author", "type": "text"}, {"name": "body", "type": "text"},
+        {"name": "created_at", "type": "timestamptz"},
+    ]  # fmt: skip
+    change = orjson.dumps({
+        "topic": "realtime:fanout", "event": "postgres_changes", "ref": None,
+        "payload": {"ids": [1], "data": {
+            "schema": "public", "table": "messages", "type": "INSERT",
+            "commit_timestamp": "2026-11-23T23:59:59.123Z", "columns": columns,
+            "record": {"id": 123456, "room_id": 0, "author": "bench", "body": BODY,
+                       "created_at": "2026-11-23T23:59:59.123456+00:00"},
+            "old_record": None, "errors": None}},
+    })  # fmt: skip
+    return text_frame(subscribed), text_frame(change)
+
+
+class RawSocket(asyncio.Protocol):
+    """The ceiling server's side of one socket: a hand-written upgrade, a canned join answer."""
+
+    def __init__(self, live: list[asyncio.Transport], subscribed: bytes) -> None:
+        self.live = live
+        self.subscribed = subscribed
+        self.buf = b""
+        self.state = 0  # 0: upgrading, 1: waiting for the join, 2: joined
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        if self.state == 0:
+            self.buf += data
+            if b"\r\n\r\n" not in self.buf:
+                return
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in self.buf.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
+            accept = base64.b64encode(
+                hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+            )
+            self.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
+            self.state, self.buf = 1, b""
+        elif self.state == 1:  # the join (not parsed: the answer is canned)
+            self.transport.write(self.subscribed)
+            self.live.append(self.transport)
+            self.state = 2
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.state == 2 and self.transport in self.live:
+            self.live.remove(self.transport)
+
+
+def ceiling_process(conn: multiprocessing.connection.Connection, port: int) -> None:
+    """Child: the ceiling server. On ``("blast", n)`` writes ``n`` pre-encoded change frames to
+    every joined transport, one ``transport.write`` per socket per frame, yielding to the loop
+    after each frame (as a server interleaving reads would); answers with the send time."""
+    raise_nofile()
+    parent = os.getppid()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        watchdog(loop, parent)
+        subscribed, change = ceiling_frames()
+        live: list[asyncio.Transport] = []
+        server = await loop.create_server(
+            lambda: RawSocket(live, subscribed), "127.0.0.1", port, backlog=4096
+        )
+        conn.send("ready")
+        while True:
+            command, arg = await loop.run_in_executor(None, conn.recv)
+            if command == "blast":
+                start = time.time()
+                for _ in range(arg):
+                    for transport in live:
+                        transport.write(change)
+                    await asyncio.sleep(0)
+                conn.send((start, time.time(), len(live)))
+            else:
+                server.close()
+                conn.send(None)
+                return
+
+    import uvloop
+
+    uvloop.run(run())
+
+
+def ceiling(args: argparse.Namespace) -> list[list[str]]:
+    """Rows for the fan-out table: the ceiling at ``args.sockets`` sockets, same clients."""
+    ctx = multiprocessing.get_context("spawn")
+    pipe, child = ctx.Pipe()
+    port = free_port()
+    proc = ctx.Process(target=ceiling_process, args=(child, port), daemon=True)
+    proc.start()
+    child.close()
+    rows: list[list[str]] = []
+    clients: Clients | None = None
+    try:
+        if not pipe.poll(30) or pipe.recv() != "ready":
+            raise RuntimeError("the ceiling server did not start")
+        clients = Clients(args.client_procs, port)
+        opened = clients.open([("realtime:fanout", None)] * args.sockets, 300)
+        time.sleep(1.0)
+        messages = args.ceiling_messages
+        pipe.send(("blast", messages))
+        if not pipe.poll(120):
+            raise TimeoutError("the ceiling server did not finish sending")
+        start, sent, live = pipe.recv()
+        expected = messages * live
+        frames, last, _closed, _open = wait_for(clients, expected, args.drain_s)
+        rows.append([
+            "ceiling", f"{messages} msgs", f"{frames:,}", f"{expected:,}",
+            f"{frames / (max(last, sent) - start):,.0f}", f"{max(0.0, last - sent):.2f}",
+            "-", "-", f"{opened['ok']:,} sockets",
+        ])  # fmt: skip
+    finally:
+        if clients is not None:
+            clients.shutdown()
+        with contextlib.suppress(Exception):
+            pipe.send(("stop", None))
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+    return rows
+
+
 # --- scenarios ---------------------------------------------------------------------------------
 
 
@@ -650,6 +801,12 @@ def memory_and_fanout(dsn: str, workdir: Path, args: argparse.Namespace) -> None
         f"\nFan-out: every socket subscribed to public.messages without a filter, "
         f"{args.step_seconds:g} s per rate, {args.client_procs} client processes\n"
     )
+    if not args.skip_ceiling:
+        fan_rows.extend(ceiling(args))
+        fan_note += (
+            "\nceiling: a bare asyncio+uvloop server in its own process writes the same-sized"
+            " pre-encoded frame to every transport, one write per socket per frame; same clients"
+        )
     print(table(fan_rows))
     print(fan_note)
 
@@ -673,6 +830,8 @@ def main() -> None:
     parser.add_argument("--chat-seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=1.0, help="chat seconds not counted")
     parser.add_argument("--skip", default="", help="comma separated: chat, fanout")
+    parser.add_argument("--skip-ceiling", action="store_true", help="no bare-transport ceiling")
+    parser.add_argument("--ceiling-messages", type=int, default=40, help="frames per socket")
     parser.add_argument("--budget", type=float, default=540.0, help="seconds for the whole run")
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",") if r]

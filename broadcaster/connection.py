@@ -7,8 +7,11 @@ websockets library to it), so this module imports no network library. Per socket
 - a reader loop (:meth:`RealtimeConnection.run`): parses each frame with
   :func:`~broadcaster.phoenix.parse_frame`, feeds the channel state machine and performs its
   actions **in order**; a malformed frame is logged and ignored, never fatal;
-- a writer task: drains the socket's :class:`~broadcaster.outbox.Outbox` (replies, system messages
-  and change frames share it, so their order is kept);
+- a write per event-loop iteration that has something to send: replies, system messages and
+  change frames share the socket's :class:`~broadcaster.outbox.Outbox` (so their order is kept);
+  when the first frame is queued the connection asks the server's :class:`Flusher` to write it,
+  and at the end of the loop iteration everything queued by then goes out in one write. No task
+  per socket waits to write;
 - a token-expiry timer at :meth:`~broadcaster.channel.SocketProtocol.next_expiry`;
 - an idle timeout: no frame at all for ``idle_timeout`` seconds closes the socket (Phoenix's
   60 s; clients heartbeat every 25 s).
@@ -47,6 +50,7 @@ from broadcaster.outbox import CloseRequest, Frame, Outbox
 __all__ = [
     "IDLE_CLOSE_CODE",
     "BroadcastRelay",
+    "Flusher",
     "NO_AUTH_CLAIMS",
     "TOO_MANY_MESSAGES",
     "ConnectionLimits",
@@ -77,8 +81,9 @@ class WebSocket(Protocol):
         """The next frame (``str`` text, ``bytes`` binary), ``None`` once the socket closed."""
         ...
 
-    async def send(self, frame: Frame) -> bool:
-        """Send a text frame; ``False`` if the socket is closed."""
+    def write(self, frames: list[Frame]) -> int:
+        """Send text frames now, in order, without waiting; return the bytes the transport
+        still holds unsent afterwards, or -1 if the socket is closed (nothing was sent)."""
         ...
 
     async def close(self, code: int, reason: str) -> None:
@@ -130,6 +135,35 @@ class BroadcastRelay:
             member.outbox.put(frame)
 
 
+class Flusher:
+    """Writes, once per event-loop iteration, every connection that queued frames in it.
+
+    One per server: whatever runs in a loop iteration (the hub handling a batch, a socket's
+    reader answering a frame) only queues; the first queued frame of a connection adds it here,
+    and one callback at the end of the iteration writes each such connection once.
+    """
+
+    __slots__ = ("_dirty",)
+
+    def __init__(self) -> None:
+        self._dirty: list[RealtimeConnection] = []
+
+    def mark(self, connection: RealtimeConnection) -> None:
+        """Write ``connection`` at the end of this loop iteration."""
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._dirty.append(connection)
+
+    def flush(self) -> None:
+        """Write every marked connection now."""
+        dirty, self._dirty = self._dirty, []
+        for connection in dirty:
+            try:
+                connection.flush()
+            except Exception:  # our bug: never let one socket stop the others' writes
+                connection.log.exception("writing to the socket failed")
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
     """Per-socket limits; defaults are Supabase's."""
@@ -153,6 +187,7 @@ class RealtimeConnection:
         token: the token the socket connected with (verified at the upgrade), if any.
         limits: see :class:`ConnectionLimits`.
         relay: where client broadcasts go (``None``: they are dropped).
+        flusher: the server's :class:`Flusher` (by default one of the connection's own).
         conn_id: a number for log lines.
     """
 
@@ -167,6 +202,7 @@ class RealtimeConnection:
         token: str | None,
         limits: ConnectionLimits = ConnectionLimits(),  # noqa: B008 - frozen
         relay: BroadcastRelay | None = None,
+        flusher: Flusher | None = None,
         conn_id: int = 0,
     ) -> None:
         self._relay = relay
@@ -183,13 +219,14 @@ class RealtimeConnection:
         self.protocol = SocketProtocol(
             max_channels=limits.max_channels, max_joins_per_second=limits.max_joins_per_second
         )
-        self.outbox = Outbox(limits.buffer_bytes, self._overflowed)
-        self._writer: asyncio.Task[None] | None = None
-        self._force_close: asyncio.Task[None] | None = None
+        self._flusher = flusher if flusher is not None else Flusher()
+        self.outbox = Outbox(limits.buffer_bytes, self._overflowed, self._ready)
+        self._closer: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._window_start = 0.0
         self._window_count = 0
-        self._closed = asyncio.Event()
+        self._done = False
+        self._closed: asyncio.Future[None] | None = None  # made when someone waits
 
     @property
     def vsn(self) -> phoenix.Vsn:
@@ -206,13 +243,16 @@ class RealtimeConnection:
 
     async def wait_closed(self) -> None:
         """Wait until :meth:`run` has finished (the socket is closed and unsubscribed)."""
-        await self._closed.wait()
+        if self._done:
+            return
+        if self._closed is None:
+            self._closed = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._closed)
 
     # --- the socket's life ---------------------------------------------------------------------
 
     async def run(self) -> None:
         """Serve the socket until it closes; everything it subscribed is removed at the end."""
-        self._writer = asyncio.create_task(self._write_loop())
         try:
             await self._read_loop()
         finally:
@@ -221,12 +261,17 @@ class RealtimeConnection:
             self._perform_now(self.protocol.terminate())
             if self.outbox.closing is None:
                 self.outbox.finish(1000, "")
-            tasks = [t for t in (self._writer, self._force_close) if t is not None]
-            try:
-                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
-            except TimeoutError:  # pragma: no cover - the socket's close is bounded
-                self.log.warning("socket did not finish closing")
-            self._closed.set()
+            self.flush()
+            if self._closer is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._closer), 30)
+                except TimeoutError:  # pragma: no cover - the socket's close is bounded
+                    self.log.warning("socket did not finish closing")
+                except Exception:  # pragma: no cover - _close logs its own failures
+                    pass
+            self._done = True
+            if self._closed is not None and not self._closed.done():
+                self._closed.set_result(None)
 
     async def _read_loop(self) -> None:
         while self.outbox.closing is None:
@@ -372,20 +417,28 @@ class RealtimeConnection:
 
     # --- writing -------------------------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
-        while True:
-            item = await self.outbox.take()
-            if isinstance(item, CloseRequest):
-                await self._ws.close(item.code, item.reason)
+    def _ready(self) -> None:
+        self._flusher.mark(self)
+
+    def flush(self) -> None:
+        """Write everything queued in one go; once the outbox is closing and empty, start the
+        closing handshake."""
+        frames = self.outbox.take()
+        if frames:
+            unsent = self._ws.write(frames)
+            if unsent < 0:  # the socket is gone; the reader sees it too
                 return
-            for frame in item:
-                if not await self._ws.send(frame):
-                    return
+            if not self.outbox.backlog(unsent):
+                return  # overflowed: _overflowed started the close
+        request = self.outbox.closing
+        if request is not None and self._closer is None:
+            self._closer = asyncio.get_running_loop().create_task(
+                self._ws.close(request.code, request.reason)
+            )
 
     def _overflowed(self, request: CloseRequest) -> None:
         self.log.warning("disconnecting a slow client: %s", request.reason)
-        if self._writer is not None:
-            self._writer.cancel()
-        self._force_close = asyncio.get_running_loop().create_task(
-            self._ws.close(request.code, request.reason)
-        )
+        if self._closer is None:
+            self._closer = asyncio.get_running_loop().create_task(
+                self._ws.close(request.code, request.reason)
+            )

@@ -101,6 +101,9 @@ class _Target:
     subscriber: Subscriber
     topic: str
     id: int
+    join: _Join
+    alone: bool  # the only binding of its join: its frame carries just this id
+    frame_key: tuple[phoenix.Vsn, str, tuple[int, ...]]  # the frame cache key when alone
 
 
 def _value_size(value: JSONValue) -> int:
@@ -125,8 +128,11 @@ class Hub:
     Args:
         source: where changes come from.
         max_record_bytes: larger ``data`` objects are shrunk as Supabase does (see module doc).
-        yield_bytes: after queuing this many bytes the hub yields to the event loop once, so
-            socket writers drain while a large batch is handled.
+        yield_bytes, yield_seconds: while handling a batch the hub yields to the event loop once
+            any one socket may have been queued this many bytes, or this much time has passed,
+            since it last did, so sockets are written (and read) during a large batch. Every
+            frame a socket was queued in between goes to it in one write: with many sockets,
+            fewer and larger writes are what keeps fan-out fast.
     """
 
     def __init__(
@@ -135,10 +141,12 @@ class Hub:
         *,
         max_record_bytes: int = 1_048_576,
         yield_bytes: int = 64 * 1024,
+        yield_seconds: float = 0.05,
     ) -> None:
         self.source = source
         self.max_record_bytes = max_record_bytes
         self.yield_bytes = yield_bytes
+        self.yield_seconds = yield_seconds
         self._since_yield = 0
         self.stats = HubStats()
         self._index: SubscriptionIndex[_Key] = SubscriptionIndex()
@@ -170,11 +178,13 @@ class Hub:
         if join in self._joins:
             raise ValueError(f"join {serial} is already subscribed")
         keys: list[_Key] = []
+        alone = len(bindings) == 1
         try:
             for position, binding in enumerate(bindings):
                 key: _Key = (join, position)
                 self._index.add(key, binding.schema, binding.table, binding.event, binding.filter)
-                self._targets[key] = _Target(subscriber, topic, binding.id)
+                frame_key = (subscriber.vsn, topic, (binding.id,))
+                self._targets[key] = _Target(subscriber, topic, binding.id, join, alone, frame_key)
                 keys.append(key)
         except ValueError:
             for key in keys:
@@ -197,17 +207,26 @@ class Hub:
         Raises:
             whatever the source raises (it could not go on).
         """
+        loop = asyncio.get_running_loop()
+        last_yield = loop.time()
         async for batch in self.source.batches(start):
             for change in batch.changes:
                 self.handle(change)
-                if self._since_yield >= self.yield_bytes:
-                    # Let the writers run: a burst larger than a socket's buffer then reaches
-                    # clients that read, while one that does not read still overflows.
-                    self._since_yield = 0
+                if (
+                    self._since_yield >= self.yield_bytes
+                    or loop.time() - last_yield >= self.yield_seconds
+                ):
+                    # Let the sockets be written and read: a burst larger than a socket's
+                    # buffer then reaches clients that read, while one that does not read
+                    # still overflows.
                     await asyncio.sleep(0)
+                    last_yield = loop.time()
+                    self._since_yield = 0
             self.stats.batches += 1
             self.stats.position = batch.position
             await self.source.ack(batch.position)
+            last_yield = loop.time()  # ack awaited: the loop ran
+            self._since_yield = 0
 
     def handle(self, change: Change) -> None:
         """Deliver one change to every subscriber whose bindings match it."""
@@ -223,14 +242,6 @@ class Hub:
             return
         if not keys:
             return
-        groups: dict[tuple[int, str], tuple[Subscriber, list[int]]] = {}
-        for key in keys:
-            target = self._targets[key]
-            group = groups.get((id(target.subscriber), target.topic))
-            if group is None:
-                groups[(id(target.subscriber), target.topic)] = (target.subscriber, [target.id])
-            elif target.id not in group[1]:
-                group[1].append(target.id)
         try:
             data = self._encode(change)
         except (TypeError, ValueError):
@@ -238,21 +249,54 @@ class Hub:
             log.exception("change %s cannot be encoded; skipped", change.position)
             return
         frames: dict[tuple[phoenix.Vsn, str, tuple[int, ...]], bytes] = {}
-        for (_, topic), (subscriber, ids) in groups.items():
-            ids.sort()
-            cache_key = (subscriber.vsn, topic, tuple(ids))
-            frame = frames.get(cache_key)
+        targets = self._targets
+        # Joins with several bindings get one frame listing every id that matched.
+        groups: dict[_Join, tuple[Subscriber, str, list[int]]] | None = None
+        sent = 0
+        for key in keys:
+            target = targets[key]
+            if not target.alone:
+                if groups is None:
+                    groups = {}
+                group = groups.get(target.join)
+                if group is None:
+                    groups[target.join] = (target.subscriber, target.topic, [target.id])
+                elif target.id not in group[2]:
+                    group[2].append(target.id)
+                continue
+            frame = frames.get(target.frame_key)
             if frame is None:
-                frame = phoenix.encode_postgres_changes(subscriber.vsn, topic, ids, data)
-                frames[cache_key] = frame
+                frame = phoenix.encode_postgres_changes(
+                    target.subscriber.vsn, target.topic, (target.id,), data
+                )
+                frames[target.frame_key] = frame
             try:
-                subscriber.deliver(frame)
+                target.subscriber.deliver(frame)
             except Exception:
                 stats.errors += 1
                 log.exception("delivering change %s to a subscriber failed", change.position)
             else:
-                stats.frames += 1
-                self._since_yield += len(frame)
+                sent += 1
+        if groups is not None:
+            for subscriber, topic, ids in groups.values():
+                ids.sort()
+                cache_key = (subscriber.vsn, topic, tuple(ids))
+                frame = frames.get(cache_key)
+                if frame is None:
+                    frame = phoenix.encode_postgres_changes(subscriber.vsn, topic, ids, data)
+                    frames[cache_key] = frame
+                try:
+                    subscriber.deliver(frame)
+                except Exception:
+                    stats.errors += 1
+                    log.exception("delivering change %s to a subscriber failed", change.position)
+                else:
+                    sent += 1
+        stats.frames += sent
+        if frames:
+            # A socket gets at most one frame per change: the largest frame of each change
+            # bounds what any one socket has been queued since the hub last yielded.
+            self._since_yield += max(map(len, frames.values()))
 
     def _encode(self, change: Change) -> bytes:
         data = phoenix.encode_change_data(change)
