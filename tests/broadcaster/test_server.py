@@ -20,7 +20,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from broadcaster.app import App
+from broadcaster.app import App, AppOptions
 from broadcaster.auth import make_token
 from broadcaster.config import Settings
 from cdc import admin
@@ -707,3 +707,27 @@ async def test_fuzzed_frames_never_kill_the_socket(app: App, pg: asyncpg.Connect
     event = await watcher.recv_until(postgres_changes)
     assert event.payload["data"]["record"]["id"] == row
     await watcher.close()
+
+
+async def test_compressed_sockets_get_the_same_frames(tables: str, pg: asyncpg.Connection) -> None:
+    """With permessage-deflate negotiated, frames go through the library's framing (compressed);
+    without it, through pgcast's own writer; clients read the same messages either way."""
+    server = App(make_settings(tables, "test_deflate"), AppOptions(compression=True))
+    await server.start()
+    try:
+        port = server.server.port
+        deflate = await Client.connect(port, compression="deflate")
+        plain = await Client.connect(port, compression=None)
+        assert deflate.ws.protocol.extensions and not plain.ws.protocol.extensions
+        binding = {"event": "INSERT", "schema": "public", "table": "messages"}
+        for client in (deflate, plain):
+            await client.join("deflate", [binding])
+            await client.recv()  # system
+        await insert(pg, 4242, "x" * 5000)
+        got = [await c.recv_until(postgres_changes) for c in (deflate, plain)]
+        assert got[0].payload == got[1].payload
+        assert got[0].payload["data"]["record"]["body"] == "x" * 5000
+        for client in (deflate, plain):
+            await client.close()
+    finally:
+        await server.stop()
