@@ -64,8 +64,8 @@ def read_status(dsn: str, slot: str = "pgcast") -> Status:
                 " EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'pgcast')"
             ).fetchone() or ("", "", False)
             tables = conn.execute(
-                "SELECT t.mode, format('%%I.%%I', coalesce(n.nspname, t.schema_name),"
-                " coalesce(c.relname, t.table_name)) FROM pgcast.tables t"
+                "SELECT t.mode, quote_ident(coalesce(n.nspname, t.schema_name)) || '.' ||"
+                " quote_ident(coalesce(c.relname, t.table_name)) FROM pgcast.tables t"
                 " LEFT JOIN pg_class c ON c.oid = t.relid"
                 " LEFT JOIN pg_namespace n ON n.oid = c.relnamespace ORDER BY 2"
             ).fetchall()

@@ -93,8 +93,9 @@ def warnings(status: Status, max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES) -> list
     if slot.exists and slot.lag_bytes is not None and slot.lag_bytes > max_lag_bytes:
         found.append(
             f'slot "{slot.name}" holds {format_bytes(slot.lag_bytes)} ({slot.lag_bytes} bytes) of'
-            f" WAL not yet confirmed (limit {max_lag_bytes} bytes): is `pgcast serve --capture replication`"
-            " running and keeping up? (`pgcast slot drop` frees it but loses those changes)"
+            f" WAL not yet confirmed (limit {max_lag_bytes} bytes): is `pgcast serve --capture"
+            " replication` running and keeping up? (`pgcast slot drop` frees it but loses"
+            " those changes)"
         )
     if slot.wal_status == "lost":
         found.append(
