@@ -35,9 +35,9 @@ def _slot(conn: psycopg.Connection, name: str) -> SlotStatus:
     elif active and flush_lag is not None:
         seconds, source = float(flush_lag), "pg_stat_replication.flush_lag"
     elif active:
-        seconds, source = None, "unknown: no feedback measured yet"
+        seconds, source = None, "no feedback measured yet"
     else:
-        seconds, source = None, "unknown: slot inactive, no consumer to measure"
+        seconds, source = None, "slot inactive, no consumer to measure"
     return SlotStatus(
         name, True, database, plugin, bool(active), pid, lsn,
         None if lag is None else int(lag), seconds, source, wal_status,

@@ -132,8 +132,9 @@ def render(status: Status, warned: list[str]) -> list[str]:
         state = f"active (pid {slot.active_pid})" if slot.active else "inactive"
         lines += [
             f'  slot "{slot.name}": {state}, plugin {slot.plugin}, database {slot.database}',
-            f"  confirmed_flush_lsn {slot.confirmed_flush_lsn}, lag {format_bytes(slot.lag_bytes)}"
-            f" / {_seconds(slot.lag_seconds)} ({slot.lag_source})",
+            f"  confirmed_flush_lsn {slot.confirmed_flush_lsn}, lag {format_bytes(slot.lag_bytes)},"
+            f" {'time unknown' if slot.lag_seconds is None else _seconds(slot.lag_seconds)}"
+            f" ({slot.lag_source})",
             f"  wal_status {slot.wal_status}, safe_wal_size "
             + ("unlimited" if slot.safe_wal_size is None else format_bytes(slot.safe_wal_size)),
         ]

@@ -46,7 +46,7 @@ def test_healthy_has_no_warning_and_renders_everything() -> None:
     assert "outbox: 3 row(s), 8.0 KiB, oldest change 12.5 s old" in text
     assert "replication mode: 1 table(s): public.b" in text
     assert 'slot "pgcast": active (pid 42), plugin pgoutput, database app' in text
-    assert "confirmed_flush_lsn 0/16B3748, lag 2.0 KiB / 0.2 s (pg_stat_replication" in text
+    assert "confirmed_flush_lsn 0/16B3748, lag 2.0 KiB, 0.2 s (pg_stat_replication" in text
     assert "wal_status reserved, safe_wal_size unlimited" in text
     assert "WARNING" not in text
 
@@ -96,7 +96,11 @@ def test_wal_level_publication_and_wal_status_warnings() -> None:
     # No replication tables: wal_level does not matter.
     assert warnings(with_(wal_level="replica", replication_tables=())) == []
     text = "\n".join(render(status, []))
-    assert "inactive" in text and "/ unknown (unknown)" in text and "safe_wal_size 0 B" in text
+    assert (
+        "inactive" in text
+        and "lag 10 B, time unknown (unknown)" in text
+        and "safe_wal_size 0 B" in text
+    )
 
 
 def test_json_round_trips() -> None:
