@@ -45,6 +45,27 @@ def _slot(conn: psycopg.Connection, name: str) -> SlotStatus:
     )  # fmt: skip
 
 
+# Replication-mode tables whose replica identity no longer matches what was configured: a
+# partition attached after `tables add --old-values full` (partitions keep their own identity),
+# or an identity without columns (NOTHING, or DEFAULT without a primary key), which makes
+# Postgres reject UPDATE/DELETE on a published table.
+_IDENTITY = """
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+       CASE WHEN t.old_values = 'full' AND c.relreplident <> 'f' THEN 'not FULL'
+            ELSE 'without columns' END
+FROM pgcast.tables t
+CROSS JOIN LATERAL (SELECT t.relid UNION SELECT relid FROM pg_partition_tree(t.relid)) p
+JOIN pg_class c ON c.oid = p.relid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE t.mode = 'replication'
+  AND ((t.old_values = 'full' AND c.relreplident <> 'f')
+       OR c.relreplident = 'n'
+       OR (c.relreplident = 'd' AND NOT EXISTS (
+               SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))
+ORDER BY 1
+"""
+
+
 def read_status(dsn: str, slot: str = "pgcast") -> Status:
     """Everything ``pgcast status`` shows, read in one session.
 
@@ -74,6 +95,10 @@ def read_status(dsn: str, slot: str = "pgcast") -> Status:
                 " pg_total_relation_size('pgcast.changes') FROM pgcast.changes"
             ).fetchone() or (0, None, 0)
             slot_status = _slot(conn, slot)
+            problems = tuple(
+                f"replica identity of {name} is {what}"
+                for name, what in conn.execute(_IDENTITY).fetchall()
+            )
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseError(f"could not read status: {first}", exc.sqlstate) from exc
@@ -89,4 +114,5 @@ def read_status(dsn: str, slot: str = "pgcast") -> Status:
         outbox=OutboxStatus(int(rows), age, int(size)),
         slot=slot_status,
         notes=tuple(notes),
+        identity_problems=problems,
     )

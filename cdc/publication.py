@@ -80,19 +80,22 @@ def publish(
         )
     plan = plan_identity(label, current, has_pk, old_values)
     _ensure_publication(conn, partitioned)
-    if plan.alter_to is not None:
+    target = plan.alter_to or ("FULL" if plan.old_values == "full" else None)
+    if target is not None:
         # A partitioned table's setting does not reach its partitions, whose WAL records decide
-        # what the old row carries: set every partition too.
+        # what the old row carries: set every partition too (also ones attached since).
         targets = conn.execute(
-            "SELECT n.nspname, c.relname FROM pg_partition_tree(%s::regclass) t"
+            # (pg_partition_tree lists nothing for a table that is not partitioned)
+            "SELECT n.nspname, c.relname FROM (SELECT %s::oid AS relid, 0 AS level"
+            "  UNION SELECT relid, level FROM pg_partition_tree(%s::regclass)) t"
             " JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " ORDER BY t.level",
-            (oid,),
+            " WHERE c.relreplident <> %s ORDER BY t.level",
+            (oid, oid, target[0].lower()),
         ).fetchall()
-        for nsp, rel in targets or [(schema, table)]:
+        for nsp, rel in targets:
             conn.execute(
                 sql.SQL("ALTER TABLE {}.{} REPLICA IDENTITY {}").format(
-                    sql.Identifier(nsp), sql.Identifier(rel), sql.SQL(plan.alter_to)
+                    sql.Identifier(nsp), sql.Identifier(rel), sql.SQL(target)
                 )
             )
     member = conn.execute(

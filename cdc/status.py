@@ -59,6 +59,7 @@ class Status:
     outbox: OutboxStatus
     slot: SlotStatus
     notes: tuple[str, ...] = field(default=())
+    identity_problems: tuple[str, ...] = field(default=())
 
 
 def format_bytes(n: int | None) -> str:
@@ -86,6 +87,10 @@ def warnings(status: Status, max_lag_bytes: int = DEFAULT_MAX_LAG_BYTES) -> list
             f"wal_level is {status.wal_level} but replication-mode tables exist: set"
             " wal_level = logical (ALTER SYSTEM SET wal_level = logical) and restart Postgres"
         )
+    found += [
+        f"{problem}: re-run `pgcast tables add TABLE --mode replication` (with --old-values)"
+        for problem in status.identity_problems
+    ]
     if status.replication_tables and not status.publication_exists:
         found.append(
             'publication "pgcast" is missing: re-run `pgcast tables add TABLE --mode replication`'

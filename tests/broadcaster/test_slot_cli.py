@@ -206,6 +206,37 @@ def test_without_replication_privilege(sdb: str) -> None:
     assert code == 1 and "REPLICATION attribute" in out, out
 
 
+def test_status_warns_about_replica_identity_drift(sdb: str) -> None:
+    with psycopg.connect(sdb, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE public.parts (id int, k int, PRIMARY KEY (id, k)) PARTITION BY LIST (k);"
+            "CREATE TABLE public.parts_1 PARTITION OF public.parts FOR VALUES IN (1);"
+        )
+    args = ("tables", "add", "public.parts", "--mode", "replication", "--old-values", "full")
+    assert run(*args, "--db", sdb)[0] == 0
+    assert run("status", "--slot", new_slot(), "--db", sdb)[0] == 0
+    with psycopg.connect(sdb, autocommit=True) as conn:  # attached later: identity DEFAULT
+        conn.execute("CREATE TABLE public.parts_2 PARTITION OF public.parts FOR VALUES IN (2)")
+    code, out = run("status", "--slot", new_slot(), "--db", sdb)
+    assert code == 2
+    assert "WARNING: replica identity of public.parts_2 is not FULL: re-run" in out
+    assert run(*args, "--db", sdb)[0] == 0  # re-adding sets the new partition too
+    assert run("status", "--slot", new_slot(), "--db", sdb)[0] == 0
+    with psycopg.connect(sdb, autocommit=True) as conn:  # someone sets NOTHING on a key table
+        conn.execute("ALTER TABLE public.repl REPLICA IDENTITY NOTHING")
+    try:
+        code, out = run("status", "--slot", new_slot(), "--json", "--db", sdb)
+        assert code == 2
+        assert json.loads(out)["warnings"] == [
+            "replica identity of public.repl is without columns: re-run `pgcast tables add"
+            " TABLE --mode replication` (with --old-values)"
+        ]
+    finally:
+        with psycopg.connect(sdb, autocommit=True) as conn:
+            conn.execute("ALTER TABLE public.repl REPLICA IDENTITY DEFAULT")
+        assert run("tables", "remove", "public.parts", "--db", sdb)[0] == 0
+
+
 def test_status_unmigrated(blank_db: str) -> None:
     code, out = run("status", "--db", blank_db)
     assert code == 1 and "run `pgcast migrate --db URL` first" in out
