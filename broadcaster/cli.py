@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from broadcaster.slot_cli import slot, status
 from cdc import admin
 from cdc.errors import CdcError
 from cdc.migrate import migrate as run_migrations
@@ -98,9 +99,8 @@ def _events(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[s
 @click.option(
     "--old-values",
     type=click.Choice(["full", "key"]),
-    default="full",
-    show_default=True,
-    help="Old row of UPDATE/DELETE: all columns, or only the primary key.",
+    help="Old row of UPDATE/DELETE: all columns, or only the primary key (default: full in"
+    " trigger mode; the table's replica identity in replication mode).",
 )
 @click.option(
     "--granularity",
@@ -109,18 +109,33 @@ def _events(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[s
     show_default=True,
     help="Fire per row (cheapest for small transactions) or per statement (bulk writes).",
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["trigger", "replication"]),
+    default="trigger",
+    show_default=True,
+    help="Capture by triggers or through publication pgcast (switches a captured table).",
+)
 def tables_add(
-    dsn: str, table: str, events: tuple[str, ...], old_values: str, granularity: str
+    dsn: str,
+    table: str,
+    events: tuple[str, ...],
+    old_values: str | None,
+    granularity: str,
+    mode: str,
 ) -> None:
     """Capture TABLE (schema.table; quote mixed case: 'public."MyTable"')."""
     try:
-        added = admin.add_table(dsn, table, events, old_values, granularity)
+        added = admin.add_table(dsn, table, events, old_values, granularity, mode)
     except CdcError as exc:
         _fail(exc)
         return
+    how = f"per {added.granularity}"
+    if mode == "replication":
+        how = f"replica identity {added.identity}, publication pgcast"
     click.echo(
         f"capturing {added.schema}.{added.table} ({','.join(added.events)}, "
-        f"old values: {added.old_values}, per {added.granularity})"
+        f"old values: {added.old_values}, {how})"
     )
 
 
@@ -146,7 +161,7 @@ def tables_list(dsn: str) -> None:
     except CdcError as exc:
         _fail(exc)
         return
-    header = ("schema", "table", "events", "old values", "per", "mode", "backlog")
+    header = ("schema", "table", "events", "old values", "per", "mode", "backlog", "identity")
     data = [
         (
             t.schema,
@@ -155,7 +170,8 @@ def tables_list(dsn: str) -> None:
             t.old_values,
             t.granularity,
             t.mode,
-            str(t.backlog),
+            str(t.backlog) if t.mode == "trigger" else "-",
+            t.identity if t.mode == "replication" else "-",
         )
         for t in rows
     ]
@@ -223,6 +239,9 @@ def serve(compression: bool, **options: Any) -> None:
         return
     sys.exit(code)
 
+
+main.add_command(status)
+main.add_command(slot)
 
 if __name__ == "__main__":  # pragma: no cover - `python -m broadcaster.cli`
     main()

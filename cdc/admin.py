@@ -14,6 +14,8 @@ import psycopg
 from psycopg import sql
 
 from cdc.errors import ConfigurationError, DatabaseError, PrivilegeError, UnknownTableError
+from cdc.identity import IDENTITY_NAMES
+from cdc.publication import publish, unpublish
 from cdc.sql import parse_table_name
 
 __all__ = ["EVENTS", "CapturedTable", "add_table", "list_tables", "prune", "remove_table"]
@@ -31,6 +33,7 @@ class CapturedTable:
     mode: str
     backlog: int
     granularity: str = "row"
+    identity: str = "default"
 
 
 def _fail(exc: psycopg.Error, doing: str) -> DatabaseError:
@@ -105,27 +108,44 @@ def add_table(
     dsn: str,
     name: str,
     events: Sequence[str] = EVENTS,
-    old_values: str = "full",
+    old_values: str | None = "full",
     granularity: str = "row",
+    mode: str = "trigger",
 ) -> CapturedTable:
-    """Install (or reinstall) trigger capture on a table.
+    """Install (or reinstall) capture on a table, switching it from the other mode if needed.
 
-    ``granularity`` ``row`` fires once per changed row (cheapest for small transactions);
-    ``statement`` once per statement with transition tables (cheapest for large statements).
-    Partitioned tables always get ``statement`` (see the returned ``granularity``).
+    Trigger mode: ``granularity`` ``row`` fires once per changed row (cheapest for small
+    transactions); ``statement`` once per statement with transition tables (cheapest for large
+    statements). Partitioned tables always get ``statement`` (see the returned ``granularity``).
+    ``old_values`` None means ``full``.
+
+    Replication mode: the table joins publication ``pgcast`` (see :mod:`cdc.publication`);
+    ``old_values`` ``full`` sets ``REPLICA IDENTITY FULL``, ``key`` needs a primary key or
+    identity index, None keeps the table's replica identity. Every event is published.
     """
     chosen = tuple(e.lower() for e in events)
     unknown = [e for e in chosen if e not in EVENTS]
     if unknown or not chosen:
         raise ConfigurationError(f"events must be a subset of {','.join(EVENTS)}")
-    if old_values not in ("full", "key"):
+    if old_values not in (None, "full", "key"):
         raise ConfigurationError("old values must be 'full' or 'key'")
     if granularity not in ("row", "statement"):
         raise ConfigurationError("granularity must be 'row' or 'statement'")
+    if mode not in ("trigger", "replication"):
+        raise ConfigurationError("mode must be 'trigger' or 'replication'")
+    if mode == "replication":
+        if set(chosen) != set(EVENTS):
+            raise ConfigurationError(
+                "--events applies to trigger mode only: a publication publishes every"
+                " INSERT, UPDATE and DELETE of its tables"
+            )
+        return _add_replicated(dsn, name, old_values)
+    old_values = old_values or "full"
     try:
         with psycopg.connect(dsn) as conn, conn.transaction():
             _require_pgcast(conn)
             oid, schema, table = _resolve(conn, name)
+            unpublish(conn, oid, schema, table)
             if _is_partitioned(conn, oid):
                 # Row triggers fire on the partitions (partition names, cross-partition moves as
                 # DELETE + INSERT); statement triggers on the parent report the parent's rows.
@@ -136,7 +156,7 @@ def add_table(
                     f'role lacks the TRIGGER privilege on "{schema}"."{table}": connect as its '
                     f'owner or GRANT TRIGGER ON "{schema}"."{table}" TO the role'
                 )
-            args = [old_values, *_key_columns(conn, oid)]
+            args: list[str] = [old_values, *_key_columns(conn, oid)]
             _drop_triggers(conn, schema, table)
             for event in EVENTS:
                 if event in chosen:
@@ -147,10 +167,33 @@ def add_table(
                 " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (relid) DO UPDATE SET"
                 " schema_name = excluded.schema_name, table_name = excluded.table_name,"
                 " events = excluded.events, old_values = excluded.old_values,"
-                " granularity = excluded.granularity",
+                " granularity = excluded.granularity, mode = 'trigger'",
                 (oid, schema, table, list(chosen), old_values, granularity),
             )
             return CapturedTable(schema, table, chosen, old_values, "trigger", 0, granularity)
+    except psycopg.Error as exc:
+        raise _fail(exc, f"could not capture {name}") from exc
+
+
+def _add_replicated(dsn: str, name: str, old_values: str | None) -> CapturedTable:
+    try:
+        with psycopg.connect(dsn) as conn, conn.transaction():
+            _require_pgcast(conn)
+            oid, schema, table = _resolve(conn, name)
+            _drop_triggers(conn, schema, table)
+            carried = publish(conn, oid, schema, table, old_values)
+            conn.execute(
+                "INSERT INTO pgcast.tables"
+                " (relid, schema_name, table_name, events, old_values, granularity, mode)"
+                " VALUES (%s, %s, %s, %s, %s, 'row', 'replication') ON CONFLICT (relid) DO UPDATE"
+                " SET schema_name = excluded.schema_name, table_name = excluded.table_name,"
+                " events = excluded.events, old_values = excluded.old_values,"
+                " granularity = excluded.granularity, mode = excluded.mode",
+                (oid, schema, table, list(EVENTS), carried),
+            )
+            row = conn.execute("SELECT relreplident::text FROM pg_class WHERE oid = %s", (oid,))
+            ident = IDENTITY_NAMES.get(str((row.fetchone() or ("d",))[0]), "default")
+            return CapturedTable(schema, table, EVENTS, carried, "replication", 0, "-", ident)
     except psycopg.Error as exc:
         raise _fail(exc, f"could not capture {name}") from exc
 
@@ -200,7 +243,8 @@ def _create_trigger(
 
 
 def remove_table(dsn: str, name: str) -> None:
-    """Remove capture from a table (its rows already in the outbox stay until pruned)."""
+    """Remove capture from a table, whichever its mode (its rows already in the outbox stay until
+    pruned; a replica identity set by ``add_table`` stays too)."""
     try:
         with psycopg.connect(dsn) as conn, conn.transaction():
             _require_pgcast(conn)
@@ -209,6 +253,7 @@ def remove_table(dsn: str, name: str) -> None:
             if row is None:
                 raise UnknownTableError(f'"{schema}"."{table}" is not captured')
             _drop_triggers(conn, schema, table)
+            unpublish(conn, oid, schema, table)
             conn.execute("DELETE FROM pgcast.tables WHERE relid = %s", (oid,))
     except psycopg.Error as exc:
         raise _fail(exc, f"could not remove {name}") from exc
@@ -225,7 +270,8 @@ def list_tables(dsn: str) -> list[CapturedTable]:
                 " backlog AS (SELECT relid, count(*) AS n FROM pgcast.changes"
                 "             WHERE id > (SELECT id FROM acked) GROUP BY relid)"
                 " SELECT coalesce(n.nspname, t.schema_name), coalesce(c.relname, t.table_name),"
-                "        t.events, t.old_values, t.mode, coalesce(b.n, 0), t.granularity"
+                "        t.events, t.old_values, t.mode, coalesce(b.n, 0), t.granularity,"
+                "        coalesce(c.relreplident::text, 'd')"
                 " FROM pgcast.tables t"
                 " LEFT JOIN pg_class c ON c.oid = t.relid"
                 " LEFT JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -234,7 +280,19 @@ def list_tables(dsn: str) -> list[CapturedTable]:
             ).fetchall()
     except psycopg.Error as exc:
         raise _fail(exc, "could not list tables") from exc
-    return [CapturedTable(s, t, tuple(e), o, m, int(n), g) for s, t, e, o, m, n, g in rows]
+    return [
+        CapturedTable(
+            s,
+            t,
+            tuple(e),
+            o,
+            m,
+            int(n),
+            g if m == "trigger" else "-",
+            IDENTITY_NAMES.get(str(r), str(r)),
+        )
+        for s, t, e, o, m, n, g, r in rows
+    ]
 
 
 def prune(dsn: str, older_than: timedelta) -> int:

@@ -76,14 +76,16 @@ def test_add_list_remove_round_trip(tables_db: str) -> None:
         "per",
         "mode",
         "backlog",
+        "identity",
     ]
     assert any(
-        line.split() == ["Chat", "Room", "Log", "insert,delete", "key", "statement", "trigger", "0"]
+        line.split()
+        == ["Chat", "Room", "Log", "insert,delete", "key", "statement", "trigger", "0", "-"]
         for line in lines
     )
     assert any(
         line.split()
-        == ["public", "messages", "insert,update,delete", "full", "row", "trigger", "2"]
+        == ["public", "messages", "insert,update,delete", "full", "row", "trigger", "2", "-"]
         for line in lines
     )
     # Re-adding replaces the triggers (idempotent, new event set).
