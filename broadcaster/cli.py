@@ -203,6 +203,32 @@ def prune(dsn: str, older_than: str) -> None:
 
 
 @main.command()
+@click.option("--db", help="Use this database instead of a throwaway local PostgreSQL.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=4000, show_default=True, help="Port to listen on.")
+@click.option(
+    "--jwt-secret", envvar="PGCAST_JWT_SECRET", help="Token secret (default: random per run)."
+)
+def demo(db: str | None, host: str, port: int, jwt_secret: str | None) -> None:
+    """Try pgcast: a local database with a captured demo table, served on --port."""
+    from broadcaster.config import ConfigError
+    from broadcaster.demo import demo as run_demo
+
+    try:
+        code = run_demo(db, host, port, jwt_secret)
+    except (ConfigError, CdcError, OSError, psycopg_errors()) as exc:
+        _fail(exc)
+        return
+    sys.exit(code)
+
+
+def psycopg_errors() -> type[Exception]:
+    import psycopg
+
+    return psycopg.Error
+
+
+@main.command()
 @click.option("--db", "database_url", help="PostgreSQL URL (env PGCAST_DATABASE_URL).")
 @click.option("--host", help="Address to listen on (env PGCAST_HOST; default 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (env PGCAST_PORT; default 4000).")

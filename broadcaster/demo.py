@@ -1,0 +1,97 @@
+"""``pgcast demo``: a working pgcast in one command. A composition root, like ``app``.
+
+Without ``--db`` it starts a throwaway PostgreSQL (``cdc.embedded``: the test harness's launcher;
+binaries from a system install or the ``pgcast[embedded]`` extra), then on either database: runs
+the migrations, creates ``public.messages`` if missing, captures it, prints the socket URL, a
+development token and a ``psql`` line to insert rows, and serves until Ctrl-C or SIGTERM. On the
+way out the throwaway cluster is stopped and its directory removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import signal
+import sys
+from collections.abc import Iterator
+from types import FrameType
+
+import click
+import psycopg
+
+from broadcaster import app
+from broadcaster.auth import make_token
+from broadcaster.config import Settings
+from cdc import admin
+from cdc.embedded import throwaway_cluster
+from cdc.migrate import migrate
+
+__all__ = ["DEMO_TABLE", "demo"]
+
+DEMO_TABLE = "public.messages"
+DEMO_TABLE_SQL = """
+CREATE TABLE IF NOT EXISTS public.messages (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    room_id int NOT NULL,
+    author text NOT NULL,
+    body text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+TOKEN_TTL = 30 * 24 * 3600.0
+
+
+@contextlib.contextmanager
+def _database(db: str | None) -> Iterator[tuple[str, str | None]]:
+    """(DSN, data directory or ``None``) of the database to use."""
+    if db is not None:
+        yield db, None
+        return
+    with throwaway_cluster(prefix="pgcast-demo-") as cluster:
+        yield cluster.dsn(), str(cluster.base)
+
+
+def _terminate(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # before the server runs: clean up as Ctrl-C does
+
+
+def prepare(dsn: str) -> None:
+    """Migrate, create the demo table if missing and capture it (all idempotent)."""
+    migrate(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(DEMO_TABLE_SQL)
+    admin.add_table(dsn, DEMO_TABLE)
+
+
+def demo(db: str | None, host: str, port: int, jwt_secret: str | None) -> int:
+    """Run the demo; the process exit code."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with _database(db) as (dsn, datadir):
+            prepare(dsn)
+            secret = jwt_secret or secrets.token_urlsafe(32)
+            token = make_token(secret, "anon", TOKEN_TTL)
+            settings = Settings.from_cli(
+                database_url=dsn,
+                host=host,
+                port=port,
+                jwt_secret=secret,
+                consumer_name="pgcast_demo",
+            )
+            where = f"throwaway cluster in {datadir}" if datadir else "the database given"
+            click.echo(
+                f"pgcast demo: {DEMO_TABLE} is captured ({where})\n"
+                f"  socket:  ws://{host}:{port}/realtime/v1/websocket?apikey=<token>&vsn=1.0.0\n"
+                f"  health:  http://{host}:{port}/health\n"
+                f"  token:   {token}\n"
+                f"  insert:  psql '{dsn}' -c \"INSERT INTO {DEMO_TABLE} (room_id, author, body)"
+                " VALUES (1, 'me', 'hello')\"\n"
+                "  Ctrl-C stops everything" + (" and removes the cluster" if datadir else ""),
+                err=False,
+            )
+            sys.stdout.flush()
+            return app.run(settings)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
