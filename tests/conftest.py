@@ -15,9 +15,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 
 from cdc.embedded import Cluster, throwaway_cluster
 from cdc.migrate import migrate
+
+# Property tests run on shared, sometimes loaded machines (CI, parallel agents): time is not what
+# they check, so slow input generation and per-example deadlines must not fail them.
+settings.register_profile(
+    "pgcast", suppress_health_check=[HealthCheck.too_slow], deadline=None, print_blob=True
+)
+settings.load_profile("pgcast")
 
 
 @dataclass(frozen=True)
