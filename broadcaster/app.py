@@ -1,9 +1,9 @@
 """The composition root: settings → capture source → hub → WebSocket server. :class:`App`.
 
 ``pgcast serve`` calls :func:`run`. Trigger mode builds a :class:`cdc.listen.OutboxSource`;
-replication mode is not implemented yet and says so. SIGTERM and SIGINT drain: the server stops
-accepting, every socket gets what is queued for it and a close frame (1001), the capture position
-is saved (``source.close()``) and the process exits 0.
+replication mode a :class:`cdc.replication.ReplicationSource` on slot ``consumer_name``. SIGTERM
+and SIGINT drain: the server stops accepting, every socket gets what is queued for it and a close
+frame (1001), the capture position is saved (``source.close()``) and the process exits 0.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from cdc.catalog import Catalog
 from cdc.changes import Position
 from cdc.errors import CdcError
 from cdc.listen import OutboxSource
+from cdc.replication import ReplicationSource
 
 __all__ = ["App", "AppOptions", "run", "serve"]
 
@@ -56,13 +57,19 @@ class App:
         self.settings = settings
         self.options = options
         self.verifier = build_verifier(settings)
-        if settings.capture != "trigger":
-            raise ConfigError(
-                f"capture mode {settings.capture!r} is not implemented yet; use --capture trigger"
+        self.source: OutboxSource | ReplicationSource
+        if settings.capture == "replication":
+            self.source = ReplicationSource(
+                settings.database_url,
+                slot=settings.consumer_name,
+                consumer=f"{settings.consumer_name}_slot",
             )
-        self.source = OutboxSource(
-            settings.database_url, consumer=settings.consumer_name, retention=settings.retention
-        )
+        elif settings.capture == "trigger":
+            self.source = OutboxSource(
+                settings.database_url, consumer=settings.consumer_name, retention=settings.retention
+            )
+        else:  # pragma: no cover - the settings validate the choice
+            raise ConfigError(f"unknown capture mode {settings.capture!r}")
         self.catalog = Catalog(settings.database_url)
         self.hub = Hub(self.source, max_record_bytes=settings.max_record_bytes)
         limits = ConnectionLimits(
@@ -100,7 +107,13 @@ class App:
         # Supabase does not replay postgres_changes either), and replaying a long backlog on
         # start would only delay live changes. Acknowledged positions are still stored, so
         # resuming reconnecting subscribers from their position stays possible later.
-        start = await self._current_position()
+        start: Position | None
+        if isinstance(self.source, ReplicationSource):
+            # The slot keeps what was not confirmed: resume from it (nothing emitted twice).
+            await self.source.check()
+            start = None
+        else:
+            start = await self._current_position()
         self._hub_task = asyncio.create_task(self._run_hub(start))
         await self.server.start()
         log.info(
@@ -110,6 +123,7 @@ class App:
         )
 
     async def _current_position(self) -> Position:
+        assert isinstance(self.source, OutboxSource)
         try:
             return await self.source.current_position()
         except CdcError:
@@ -120,7 +134,7 @@ class App:
                 text += " (run `pgcast migrate --db URL` first)"
             raise CdcError(f"cannot read the capture position: {text}") from exc
 
-    async def _run_hub(self, start: Position) -> None:
+    async def _run_hub(self, start: Position | None) -> None:
         try:
             await self.hub.run(start)
         except asyncio.CancelledError:
@@ -150,10 +164,6 @@ async def serve(settings: Settings, options: AppOptions = AppOptions()) -> int: 
         ConfigError: the settings cannot be served (e.g. replication capture).
         CdcError: the database cannot be read.
     """
-    if settings.capture != "trigger":
-        raise ConfigError(
-            f"capture mode {settings.capture!r} is not implemented yet; use --capture trigger"
-        )
     if settings.no_auth:
         log.warning(NO_AUTH_WARNING)
     app = App(settings, options)

@@ -1,0 +1,197 @@
+"""Replication mode against a real Postgres: what the slot streams equals what trigger mode
+captures, resumes without loss or repeats, survives a terminated walsender, advances an idle slot
+and fails clearly when the publication is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from cdc import admin
+from cdc.changes import Change
+from cdc.errors import ConfigurationError
+from cdc.listen import OutboxSource
+from cdc.replication import ReplicationSource
+from tests.cdc.helpers import Collector
+
+TABLE = """
+CREATE TABLE public.par (
+    id int PRIMARY KEY, n numeric, t text, ts timestamptz, j jsonb, a int[], b bool, f float8,
+    big text
+)
+"""
+
+
+def sql(dsn: str, *statements: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def slot_lsn(dsn: str, slot: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT confirmed_flush_lsn - '0/0' FROM pg_replication_slots WHERE slot_name = %s",
+            (slot,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def advances(dsn: str, slot: str, before: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while slot_lsn(dsn, slot) <= before:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+@pytest.fixture(scope="module")
+def published(db: str) -> str:
+    sql(db, TABLE, "CREATE TABLE public.busy (id serial PRIMARY KEY, x int)")
+    admin.add_table(db, "public.par")  # trigger mode, full old rows
+    sql(
+        db,
+        "CREATE PUBLICATION pgcast FOR TABLE public.par",
+        "ALTER TABLE public.par REPLICA IDENTITY FULL",
+    )
+    return db
+
+
+def shape(change: Change) -> tuple[Any, ...]:
+    return (
+        change.schema, change.table, change.operation, change.record, change.old_record,
+        tuple((c.name, c.type) for c in change.columns),
+    )  # fmt: skip
+
+
+def count(changes: list[Change], n: int) -> bool:
+    return len(changes) >= n
+
+
+async def test_replication_equals_trigger_mode(published: str) -> None:
+    repl = ReplicationSource(published, slot="parity", consumer="parity_r")
+    outbox = OutboxSource(published, consumer="parity_t")
+    r = Collector(repl, None)
+    t = Collector(outbox)
+    await asyncio.sleep(1.0)  # the slot exists once preflight ran
+    sql(
+        published,
+        "INSERT INTO public.par VALUES (1, 1.50, 'a', '2026-01-02 03:04:05.123456+00',"
+        " '{\"k\": [1, null]}', '{1,2,NULL}', true, 0.1, NULL)",
+        "INSERT INTO public.par (id, t) SELECT g, 'multi' FROM generate_series(2, 4) g",
+        "UPDATE public.par SET t = 'changed', n = NULL WHERE id = 1",
+        "INSERT INTO public.par (id, big) VALUES (5, repeat('x', 1000000))",
+        "UPDATE public.par SET t = 'toast untouched' WHERE id = 5",
+        "DELETE FROM public.par WHERE id = 2",
+    )
+    try:
+        await r.wait_for(lambda c: count(c, 8))
+        await t.wait_for(lambda c: count(c, 8))
+        assert [shape(c) for c in r.changes] == [shape(c) for c in t.changes]
+        assert len(r.changes) == 8
+        positions = [c.position for c in r.changes]
+        assert positions == sorted(set(positions))
+    finally:
+        await repl.close()
+        await outbox.close()
+
+
+async def test_resume_after_restart_loses_and_repeats_nothing(published: str) -> None:
+    source = ReplicationSource(published, slot="resume", consumer="resume_r")
+    first = Collector(source, None)
+    await asyncio.sleep(1.0)
+    sql(published, "INSERT INTO public.par (id, t) SELECT g, 'r1' FROM generate_series(100, 109) g")
+    await first.wait_for(lambda c: count(c, 10))
+    await source.close()
+    sql(published, "INSERT INTO public.par (id, t) SELECT g, 'r2' FROM generate_series(110, 114) g")
+    again = ReplicationSource(published, slot="resume", consumer="resume_r")
+    second = Collector(again, None)
+    try:
+        await second.wait_for(lambda c: count(c, 5))
+        await asyncio.sleep(0.5)
+        assert [c.record["id"] for c in second.changes if c.record] == list(range(110, 115))
+        assert min(c.position for c in second.changes) > max(c.position for c in first.changes)
+    finally:
+        await again.close()
+
+
+async def test_a_terminated_walsender_loses_and_repeats_nothing(published: str) -> None:
+    source = ReplicationSource(published, slot="term", consumer="term_r")
+    got = Collector(source, None)
+    await asyncio.sleep(1.0)
+    try:
+        for k in range(3):
+            base = 200 + 10 * k
+            sql(
+                published,
+                f"INSERT INTO public.par (id, t) SELECT g, 'k' FROM generate_series({base},"
+                f" {base + 4}) g",
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+                " WHERE slot_name = 'term' AND active_pid IS NOT NULL",
+            )
+            await asyncio.sleep(0.3)
+        await got.wait_for(lambda c: count(c, 15))
+        await asyncio.sleep(1.0)
+        ids = [c.record["id"] for c in got.changes if c.record]
+        assert sorted(ids) == [b + i for b in (200, 210, 220) for i in range(5)]
+        assert len(ids) == len(set(ids))
+    finally:
+        await source.close()
+
+
+async def test_an_idle_slot_advances_while_other_tables_are_busy(published: str) -> None:
+    source = ReplicationSource(published, slot="idle", consumer="idle_r", status_interval=0.2)
+    got = Collector(source, None)
+    try:
+        await asyncio.sleep(1.0)
+        before = slot_lsn(published, "idle")
+        for _ in range(5):
+            sql(published, "INSERT INTO public.busy (x) SELECT g FROM generate_series(1, 500) g")
+            await asyncio.sleep(0.3)
+        assert await asyncio.to_thread(advances, published, "idle", before, 20)
+        assert got.changes == []
+    finally:
+        await source.close()
+
+
+async def test_a_missing_publication_is_a_clear_error(published: str) -> None:
+    source = ReplicationSource(published, slot="nopub", publication="nosuch")
+    with pytest.raises(ConfigurationError, match='publication "nosuch" does not exist'):
+        async for _ in source.batches():
+            pass
+    await source.close()
+
+
+async def test_serve_with_replication_capture_delivers_changes(published: str) -> None:
+    from broadcaster.app import App
+    from broadcaster.config import Settings
+    from tests.broadcaster.test_server import Client, postgres_changes
+
+    settings = Settings(
+        database_url=published, port=0, no_auth=True, capture="replication", consumer_name="srv"
+    )
+    app = App(settings)
+    await app.start()
+    try:
+        client = await Client.connect(app.server.port, token=None)
+        binding = {"event": "*", "schema": "public", "table": "par", "filter": "id=eq.777"}
+        reply, _ = await client.join("repl", [binding], token=None)
+        assert reply.payload["status"] == "ok"
+        sql(published, "INSERT INTO public.par (id, t) VALUES (776, 'no'), (777, 'via slot')")
+        message = await client.recv_until(postgres_changes)
+        data = message.payload["data"]
+        assert (data["type"], data["record"]["id"], data["record"]["t"]) == (
+            "INSERT",
+            777,
+            "via slot",
+        )
+        await client.close()
+    finally:
+        await app.stop()
+    assert slot_lsn(published, "srv") > 0
