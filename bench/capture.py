@@ -19,13 +19,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from cdc import admin
+from cdc.changes import Position
 from cdc.embedded import Cluster, throwaway_cluster
 from cdc.listen import OutboxSource
 from cdc.migrate import migrate
+from cdc.replication import ReplicationSource
 
 TABLE = """
 CREATE TABLE items (id bigserial PRIMARY KEY, a int, b text, c text, d text, n numeric,
@@ -66,12 +69,21 @@ async def reset(dsn: str, capture: str) -> None:
     await conn.execute(
         "DROP TABLE IF EXISTS items; DROP FUNCTION IF EXISTS bench_notify_capture();"
     )
-    await conn.execute("TRUNCATE pgcast.changes; DELETE FROM pgcast.tables;")
+    await conn.execute(
+        "TRUNCATE pgcast.changes; DELETE FROM pgcast.tables; DELETE FROM pgcast.consumers;"
+    )
+    await conn.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+        " WHERE slot_name LIKE 'bench%'; DROP PUBLICATION IF EXISTS pgcast"
+    )
     await conn.execute(TABLE)
     await conn.execute("SELECT setval('pgcast.wakeup', 0)")
     await conn.close()
     if capture in ("row", "statement"):
         admin.add_table(dsn, "public.items", events=("insert",), granularity=capture)
+    elif capture in ("repl-key", "repl-full"):
+        old_values = "full" if capture == "repl-full" else "key"
+        admin.add_table(dsn, "public.items", old_values=old_values, mode="replication")
     elif capture == "notify":
         conn = await asyncpg.connect(dsn)
         await conn.execute(ALWAYS_NOTIFY)
@@ -80,6 +92,16 @@ async def reset(dsn: str, capture: str) -> None:
             "FOR EACH STATEMENT EXECUTE FUNCTION bench_notify_capture()"
         )
         await conn.close()
+
+
+async def open_source(dsn: str, capture: str, name: str) -> tuple[Any, Position | None]:
+    """A source reading from "now" for ``capture``, and its start position."""
+    if capture.startswith("repl"):
+        repl = ReplicationSource(dsn, slot=name.replace("-", "_"), consumer=name)
+        await repl.check()  # creates the slot: changes from here on
+        return repl, None
+    source = OutboxSource(dsn, consumer=name)
+    return source, await source.current_position()
 
 
 async def pgbench(
@@ -113,8 +135,7 @@ async def run_write(
     dsn = cluster.dsn()
     await reset(dsn, capture)
     received = 0
-    source = OutboxSource(dsn, consumer="bench")
-    start = await source.current_position()
+    source, start = await open_source(dsn, capture, "bench")
 
     async def read() -> None:
         nonlocal received
@@ -143,6 +164,8 @@ async def run_write(
         "row": "pgcast --granularity row (default)",
         "statement": "pgcast --granularity statement",
         "notify": "statement-level + NOTIFY every txn",
+        "repl-key": "replication, REPLICA IDENTITY DEFAULT",
+        "repl-full": "replication, REPLICA IDENTITY FULL",
     }
     return Run(label[capture], written / seconds, reader_rate, catch_up)
 
@@ -175,12 +198,13 @@ def _paced_writer(dsn: str, rate: int, seconds: int, out: str) -> None:
     asyncio.run(run())
 
 
-async def latency(cluster: Cluster, seconds: int, rate: int) -> tuple[list[float], list[float]]:
+async def latency(
+    cluster: Cluster, seconds: int, rate: int, capture: str = "row"
+) -> tuple[list[float], list[float]]:
     """(commit-ack -> reader, commit timestamp -> reader) in ms for each change."""
     dsn = cluster.dsn()
-    await reset(dsn, "row")
-    source = OutboxSource(dsn, consumer="bench-latency")
-    start = await source.current_position()
+    await reset(dsn, capture)
+    source, start = await open_source(dsn, capture, "bench-latency")
     received: dict[int, float] = {}
     from_commit_ts: list[float] = []
 
@@ -215,13 +239,14 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-async def main(seconds: int, latency_only: bool = False) -> None:
+async def main(seconds: int, latency_only: bool = False, mode: str = "trigger") -> None:
     settings = {"shared_buffers": "256MB", "max_wal_size": "4GB"}
     with throwaway_cluster(settings=settings) as cluster:
         migrate(cluster.dsn())
         if not latency_only:
-            await throughput(cluster, seconds)
-        from_ack, from_ts = await latency(cluster, seconds, 1000)
+            await throughput(cluster, seconds, mode)
+        capture = "repl-key" if mode == "replication" else "row"
+        from_ack, from_ts = await latency(cluster, seconds, 1000, capture)
         print(f"\nCommit -> reader latency at 1,000 changes/s ({len(from_ack)} changes)\n")
         rows = [["measured from", "p50 ms", "p90 ms", "p99 ms", "max ms"]]
         for label, samples in (
@@ -235,12 +260,16 @@ async def main(seconds: int, latency_only: bool = False) -> None:
         print(table(rows))
 
 
-async def throughput(cluster: Cluster, seconds: int) -> None:
+async def throughput(cluster: Cluster, seconds: int, mode: str = "trigger") -> None:
     runs: list[tuple[str, Run]] = []
-    for capture in ("none", "row", "statement", "notify"):
+    small = ("none", "row", "statement", "notify")
+    large = ("none", "row", "statement")
+    if mode == "replication":
+        small = large = ("none", "repl-key", "repl-full")
+    for capture in small:
         runs.append(("1-row txns, 4 clients", await run_write(
             cluster, capture, INSERT_1, 1, 4, seconds, capture != "none")))  # fmt: skip
-    for capture in ("none", "row", "statement"):
+    for capture in large:
         runs.append(("1,000-row statements, 1 client", await run_write(
             cluster, capture, INSERT_1000, 1000, 1, seconds, capture != "none")))  # fmt: skip
     base = {w: r.writer_rows_per_s for w, r in runs if r.label == "no capture"}
@@ -260,5 +289,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--latency-only", action="store_true")
+    parser.add_argument("--mode", choices=("trigger", "replication"), default="trigger")
     args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.latency_only))
+    asyncio.run(main(args.seconds, args.latency_only, args.mode))
