@@ -63,6 +63,18 @@ def published(db: str) -> str:
     return db
 
 
+@pytest.fixture(scope="module")
+def db2(published: str) -> str:
+    """The same database with a table published at identity DEFAULT (no old rows)."""
+    sql(
+        published,
+        "CREATE TABLE public.plain (id int PRIMARY KEY, big text, note text)",
+        "ALTER TABLE public.plain ALTER COLUMN big SET STORAGE EXTERNAL",
+        "ALTER PUBLICATION pgcast ADD TABLE public.plain",
+    )
+    return published
+
+
 def shape(change: Change) -> tuple[Any, ...]:
     return (
         change.schema, change.table, change.operation, change.record, change.old_record,
@@ -195,3 +207,47 @@ async def test_serve_with_replication_capture_delivers_changes(published: str) -
     finally:
         await app.stop()
     assert slot_lsn(published, "srv") > 0
+
+
+async def test_alter_table_between_inserts_and_toast_without_full_identity(db2: str) -> None:
+    source = ReplicationSource(db2, slot="alter", consumer="alter_r")
+    got = Collector(source, None)
+    await asyncio.sleep(1.0)
+    try:
+        sql(
+            db2,
+            "INSERT INTO public.plain VALUES (1, repeat('y', 100000), 'a')",
+            "ALTER TABLE public.plain ADD COLUMN extra int DEFAULT 7",
+            "INSERT INTO public.plain VALUES (2, 'small', 'b', 8)",
+            "UPDATE public.plain SET note = 'touched' WHERE id = 1",
+        )
+        await got.wait_for(lambda c: count(c, 3))
+        first, second, update = got.changes[:3]
+        assert first.record is not None and "extra" not in first.record
+        assert second.record == {"id": 2, "big": "small", "note": "b", "extra": 8}
+        assert [c.name for c in second.columns] == ["id", "big", "note", "extra"]
+        # Identity DEFAULT: the untouched TOASTed value is not sent; it is left out, never null.
+        assert update.record is not None and update.record["note"] == "touched"
+        assert "big" not in update.record and update.old_record is None
+    finally:
+        await source.close()
+
+
+async def test_a_slot_in_use_and_a_role_without_replication_are_clear_errors(db2: str) -> None:
+    first = ReplicationSource(db2, slot="busy_slot", consumer="busy_1")
+    got = Collector(first, None)
+    try:
+        await asyncio.sleep(1.5)
+        second = ReplicationSource(db2, slot="busy_slot", consumer="busy_2")
+        with pytest.raises(ConfigurationError, match='"busy_slot" is in use by process'):
+            await second.check()
+        await second.close()
+    finally:
+        await first.close()
+    assert got.changes == []
+    sql(db2, "CREATE ROLE plainrole LOGIN NOREPLICATION", "GRANT pg_read_all_data TO plainrole")
+    url = db2.replace("postgres@", "plainrole@", 1)
+    source = ReplicationSource(url, slot="denied", consumer="denied")
+    with pytest.raises(ConfigurationError, match="no REPLICATION privilege"):
+        await source.check()
+    await source.close()
