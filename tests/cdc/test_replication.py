@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -13,8 +14,10 @@ import pytest
 
 from cdc import admin
 from cdc.changes import Change
+from cdc.embedded import Cluster, throwaway_cluster
 from cdc.errors import ConfigurationError
 from cdc.listen import OutboxSource
+from cdc.migrate import migrate
 from cdc.replication import ReplicationSource
 from tests.cdc.helpers import Collector
 
@@ -54,11 +57,14 @@ def advances(dsn: str, slot: str, before: int, seconds: float) -> bool:
 @pytest.fixture(scope="module")
 def published(db: str) -> str:
     sql(db, TABLE, "CREATE TABLE public.busy (id serial PRIMARY KEY, x int)")
+    sql(db, 'CREATE TABLE public."Two Words" (id int PRIMARY KEY, "Label" text)')
     admin.add_table(db, "public.par")  # trigger mode, full old rows
+    admin.add_table(db, 'public."Two Words"')
     sql(
         db,
-        "CREATE PUBLICATION pgcast FOR TABLE public.par",
+        'CREATE PUBLICATION pgcast FOR TABLE public.par, public."Two Words"',
         "ALTER TABLE public.par REPLICA IDENTITY FULL",
+        'ALTER TABLE public."Two Words" REPLICA IDENTITY FULL',
     )
     return db
 
@@ -102,11 +108,17 @@ async def test_replication_equals_trigger_mode(published: str) -> None:
         "UPDATE public.par SET t = 'toast untouched' WHERE id = 5",
         "DELETE FROM public.par WHERE id = 2",
     )
+    with psycopg.connect(published) as conn:  # one transaction, two tables
+        conn.execute("INSERT INTO public.par (id, t) VALUES (6, 'together')")
+        conn.execute("INSERT INTO public.\"Two Words\" VALUES (1, 'x')")
+        conn.execute("UPDATE public.par SET t = 'then' WHERE id = 6")
     try:
-        await r.wait_for(lambda c: count(c, 8))
-        await t.wait_for(lambda c: count(c, 8))
+        await r.wait_for(lambda c: count(c, 11))
+        await t.wait_for(lambda c: count(c, 11))
         assert [shape(c) for c in r.changes] == [shape(c) for c in t.changes]
-        assert len(r.changes) == 8
+        assert len(r.changes) == 11
+        assert [c.table for c in r.changes[-3:]] == ["par", "Two Words", "par"]
+        assert len(r.batches[-1].changes) == 3  # the transaction is one batch
         positions = [c.position for c in r.changes]
         assert positions == sorted(set(positions))
     finally:
@@ -251,3 +263,41 @@ async def test_a_slot_in_use_and_a_role_without_replication_are_clear_errors(db2
     with pytest.raises(ConfigurationError, match="no REPLICATION privilege"):
         await source.check()
     await source.close()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[Cluster]:
+    """A cluster of this test's own, since it gets restarted."""
+    with throwaway_cluster(settings={"fsync": "off"}) as cluster:
+        yield cluster
+
+
+async def test_postgres_restarts_mid_stream_lose_and_repeat_nothing(own_cluster: Cluster) -> None:
+    dsn = own_cluster.dsn()
+    migrate(dsn)
+    sql(
+        dsn,
+        'CREATE TABLE public."Mixed Case" (id int PRIMARY KEY, v text)',
+        'CREATE PUBLICATION pgcast FOR TABLE public."Mixed Case"',
+    )
+    source = ReplicationSource(dsn, slot="restart", consumer="restart_r", max_backoff=0.5)
+    got = Collector(source, None)
+    await asyncio.sleep(1.0)
+    try:
+        for k, mode in enumerate(("fast", "immediate", None)):
+            base = 100 * k
+            sql(
+                dsn,
+                f"INSERT INTO public.\"Mixed Case\" SELECT g, 'v' FROM generate_series({base},"
+                f" {base + 49}) g",
+            )
+            await got.wait_for(lambda c, n=50 * (k + 1): count(c, n), seconds=60)
+            if mode is not None:
+                await asyncio.to_thread(own_cluster.restart, mode)
+        await asyncio.sleep(1.0)
+        ids = [c.record["id"] for c in got.changes if c.record]
+        assert sorted(ids) == [100 * k + i for k in range(3) for i in range(50)]
+        assert len(ids) == len(set(ids))
+        assert {c.table for c in got.changes} == {"Mixed Case"}
+    finally:
+        await source.close()
