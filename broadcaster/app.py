@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from broadcaster.config import ConfigError, Settings, build_verifier
 from broadcaster.connection import ConnectionLimits
 from broadcaster.hub import Hub
-from broadcaster.ws_server import RealtimeServer, ServerOptions
+from broadcaster.ws_server import RealtimeServer, Route, ServerOptions
 from cdc.catalog import Catalog
 from cdc.changes import Position
 from cdc.errors import CdcError
@@ -43,6 +44,8 @@ class AppOptions:
     """Settings that are not in :class:`~broadcaster.config.Settings`."""
 
     compression: bool = False
+    pages: bool = False
+    routes: Mapping[str, Route] = field(default_factory=dict)
 
 
 class App:
@@ -85,6 +88,8 @@ class App:
             compression=options.compression,
             max_frame_bytes=settings.max_frame_bytes,
             limits=limits,
+            pages=options.pages,
+            routes=options.routes,
         )
         self.server = RealtimeServer(
             self.hub, self.catalog, self.verifier, server_options, capture_running=self._running

@@ -5,6 +5,10 @@ binaries from a system install or the ``pgcast[embedded]`` extra), then on eithe
 the migrations, creates ``public.messages`` if missing, captures it, prints the socket URL, a
 development token and a ``psql`` line to insert rows, and serves until Ctrl-C or SIGTERM. On the
 way out the throwaway cluster is stopped and its directory removed.
+
+It also serves the demo page at ``/`` (``broadcaster/static``, the official realtime-js client):
+``/demo/config.json`` hands the page its development token (this endpoint exists only in the
+demo), ``/demo/messages`` and ``/demo/write`` (``demo_writes``) let it list and change rows.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from collections.abc import Iterator
 from types import FrameType
 
 import click
+import orjson
 import psycopg
 
-from broadcaster import app
+from broadcaster import app, demo_writes
 from broadcaster.auth import make_token
 from broadcaster.config import Settings
+from broadcaster.ws_server import HttpResult, Route
 from cdc import admin
 from cdc.embedded import throwaway_cluster
 from cdc.migrate import migrate
@@ -63,6 +69,18 @@ def prepare(dsn: str) -> None:
     admin.add_table(dsn, DEMO_TABLE)
 
 
+def page_routes(dsn: str, token: str) -> dict[str, Route]:
+    """The demo page's endpoints: its configuration (with the token) and its reads/writes."""
+    config = orjson.dumps(
+        {"token": token, "schema": "public", "table": "messages", "rooms": [1, 2, 3, 4, 5]}
+    )
+
+    async def page_config(_params: dict[str, str]) -> HttpResult:
+        return 200, "application/json", config
+
+    return {"/demo/config.json": Route(page_config, token=False), **demo_writes.routes(dsn)}
+
+
 def demo(db: str | None, host: str, port: int, jwt_secret: str | None) -> int:
     """Run the demo; the process exit code."""
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -78,9 +96,12 @@ def demo(db: str | None, host: str, port: int, jwt_secret: str | None) -> int:
                 jwt_secret=secret,
                 consumer_name="pgcast_demo",
             )
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+            options = app.AppOptions(pages=True, routes=page_routes(dsn, token))
             where = f"throwaway cluster in {datadir}" if datadir else "the database given"
             click.echo(
                 f"pgcast demo: {DEMO_TABLE} is captured ({where})\n"
+                f"  page:    http://{shown}:{port}/\n"
                 f"  socket:  ws://{host}:{port}/realtime/v1/websocket?apikey=<token>&vsn=1.0.0\n"
                 f"  health:  http://{host}:{port}/health\n"
                 f"  token:   {token}\n"
@@ -90,7 +111,7 @@ def demo(db: str | None, host: str, port: int, jwt_secret: str | None) -> int:
                 err=False,
             )
             sys.stdout.flush()
-            return app.run(settings)
+            return app.run(settings, options)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -10,6 +10,9 @@ The only module that imports websockets. It serves:
   ``{"error": "..."}``, as Supabase does, unless the server runs without auth;
 - ``GET /health``: JSON with the database's reachability, the capture lag, open sockets and
   subscriptions (200 when healthy, else 503);
+- with ``pages`` on (``pgcast demo``): the demo page, ``/`` and ``/static/<file>`` (``static``);
+- extra ``routes`` given by the composition root (``pgcast demo``'s config and writes), each
+  behind the same token check as the socket when the route asks for it;
 - anything else: 404 JSON.
 
 Client broadcasts are relayed between the sockets of this process (:class:`BroadcastRelay`).
@@ -31,17 +34,18 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from broadcaster import phoenix
+from broadcaster import phoenix, static
 from broadcaster.auth import AuthError, Verifier
 from broadcaster.bindings import DatabaseProbe
 from broadcaster.connection import BroadcastRelay, ConnectionLimits, Flusher, RealtimeConnection
@@ -50,13 +54,30 @@ from broadcaster.hub import Hub
 from broadcaster.outbox import Frame
 from broadcaster.wsframe import text_header
 
-__all__ = ["HEALTH_PATH", "SOCKET_PATHS", "RealtimeServer", "ServerOptions"]
+__all__ = ["HEALTH_PATH", "SOCKET_PATHS", "HttpResult", "RealtimeServer", "Route", "ServerOptions"]
 
 log = logging.getLogger(__name__)
 
 SOCKET_PATHS: Final = frozenset({"/realtime/v1/websocket", "/socket/websocket"})
 HEALTH_PATH: Final = "/health"
 GOING_AWAY: Final = 1001
+
+
+HttpResult = tuple[int, str, bytes]
+"""An HTTP answer: status code, content type, body."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An extra ``GET`` endpoint.
+
+    Attributes:
+        handler: called with the query parameters (the first value of each).
+        token: the ``apikey`` query parameter must pass the server's token check (401 if not).
+    """
+
+    handler: Callable[[dict[str, str]], Awaitable[HttpResult]]
+    token: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +91,8 @@ class ServerOptions:
         write_limit: the transport write buffer's high and low water marks, in bytes.
         close_timeout: seconds a closing handshake may take before the TCP connection is aborted.
         limits: per-socket limits.
+        pages: serve the demo page (``static``).
+        routes: extra endpoints by exact path.
     """
 
     host: str = "127.0.0.1"
@@ -79,6 +102,8 @@ class ServerOptions:
     write_limit: tuple[int, int] = (64 * 1024, 16 * 1024)
     close_timeout: float = 5.0
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    pages: bool = False
+    routes: Mapping[str, Route] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +162,17 @@ def _json_response(connection: ServerConnection, status: int, body: dict[str, An
     del response.headers["Content-Type"]
     response.headers["Content-Type"] = "application/json"
     return response
+
+
+def _response(result: HttpResult) -> Response:
+    status, content_type, body = result
+    headers = Headers()
+    headers["Content-Type"] = content_type
+    headers["Content-Length"] = str(len(body))
+    headers["Cache-Control"] = "no-cache"
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["Connection"] = "close"
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
 class RealtimeServer:
@@ -230,7 +266,7 @@ class RealtimeServer:
             status, body = await self.health()
             return _json_response(connection, status, body)
         if url.path not in SOCKET_PATHS:
-            return _json_response(connection, http.HTTPStatus.NOT_FOUND, {"error": "Not found"})
+            return await self._http(connection, url.path, url.query)
         query = parse_qs(url.query)
         try:
             vsn = phoenix.Vsn.from_query(query.get("vsn", [None])[0])
@@ -251,6 +287,29 @@ class RealtimeServer:
                 )
         self._upgrades[connection] = _Upgrade(vsn, token)
         return None
+
+    async def _http(self, connection: ServerConnection, path: str, query: str) -> Response:
+        """A plain HTTP ``GET`` that is not the socket nor ``/health``."""
+        route = self.options.routes.get(path)
+        if route is None:
+            if self.options.pages:
+                return _response(static.lookup(path))
+            return _json_response(connection, http.HTTPStatus.NOT_FOUND, {"error": "Not found"})
+        params = {key: values[0] for key, values in parse_qs(query).items()}
+        if route.token and self.verifier is not None:
+            try:
+                self.verifier.verify(params.get("apikey", ""), time.time())
+            except AuthError as exc:
+                return _json_response(
+                    connection, http.HTTPStatus.UNAUTHORIZED, {"error": exc.http_message}
+                )
+        try:
+            return _response(await route.handler(params))
+        except Exception:
+            log.exception("%s failed", path)
+            return _json_response(
+                connection, http.HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"}
+            )
 
     async def health(self) -> tuple[int, dict[str, Any]]:
         """The ``/health`` status code and body."""

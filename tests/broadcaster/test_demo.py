@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import asyncpg
@@ -50,6 +51,12 @@ def cluster_gone(directory: str, seconds: float) -> bool:
     return True
 
 
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+        return body
+
+
 async def read_banner(proc: asyncio.subprocess.Process) -> dict[str, str]:
     assert proc.stdout is not None
     lines: list[str] = []
@@ -62,8 +69,12 @@ async def read_banner(proc: asyncio.subprocess.Process) -> dict[str, str]:
     directory = re.search(r"throwaway cluster in (\S+)\)", text)
     token = re.search(r"token:\s+(\S+)", text)
     dsn = re.search(r"psql '([^']+)'", text)
-    assert directory and token and dsn, text
-    return {"dir": directory.group(1), "token": token.group(1), "dsn": dsn.group(1)}
+    page = re.search(r"page:\s+(\S+)", text)
+    assert directory and token and dsn and page, text
+    return {
+        "dir": directory.group(1), "token": token.group(1), "dsn": dsn.group(1),
+        "page": page.group(1),
+    }  # fmt: skip
 
 
 async def test_demo_serves_changes_and_cleans_up_on_sigint() -> None:
@@ -84,6 +95,12 @@ async def test_demo_serves_changes_and_cleans_up_on_sigint() -> None:
                     break
                 except OSError:
                     await asyncio.sleep(0.1)
+        assert banner["page"] == f"http://127.0.0.1:{port}/"
+        page = await asyncio.to_thread(fetch, banner["page"])
+        assert b"./realtime-js.mjs" in await asyncio.to_thread(
+            fetch, banner["page"] + "static/demo.js"
+        )
+        assert b"<title>pgcast demo</title>" in page
         binding = {
             "event": "INSERT",
             "schema": "public",

@@ -87,3 +87,6 @@ def test_wheel_ships_the_migrations(tmp_path: Path) -> None:
     for m in available():
         assert f"cdc/_migrations/{m.name}" in names
     assert "cdc/py.typed" in names and "broadcaster/py.typed" in names
+    # The demo page runs from the wheel: no build step, no CDN.
+    for name in ("index.html", "demo.js", "demo.css", "realtime-js.mjs", "favicon.svg"):
+        assert f"broadcaster/static/{name}" in names
