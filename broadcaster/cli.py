@@ -249,17 +249,30 @@ def psycopg_errors() -> type[Exception]:
     envvar="PGCAST_COMPRESSION",
     help="Negotiate permessage-deflate (off by default: it slows fan-out ~3x).",
 )
+@click.option(
+    "--demo-page",
+    is_flag=True,
+    envvar="PGCAST_DEMO_PAGE",
+    help="Also serve the demo page at / on public.messages, handing out a development token "
+    "(local use only; needs --jwt-secret or --no-auth).",
+)
 @click.option("--log-level", help="DEBUG, INFO, WARNING, ERROR (env PGCAST_LOG_LEVEL).")
-def serve(compression: bool, **options: Any) -> None:
+def serve(compression: bool, demo_page: bool, **options: Any) -> None:
     """Serve the Supabase Realtime protocol over WebSocket."""
     from broadcaster.app import AppOptions, run
     from broadcaster.config import ConfigError, Settings
+    from broadcaster.demo import page_options
 
     if options.get("no_auth") is False:
         options["no_auth"] = None  # an absent flag leaves PGCAST_NO_AUTH in charge
     try:
         settings = Settings.from_cli(**options)
-        code = run(settings, AppOptions(compression=compression))
+        app_options = (
+            page_options(settings, compression)
+            if demo_page
+            else AppOptions(compression=compression)
+        )
+        code = run(settings, app_options)
     except (ConfigError, CdcError, OSError) as exc:
         _fail(exc)
         return

@@ -26,13 +26,13 @@ import psycopg
 
 from broadcaster import app, demo_writes
 from broadcaster.auth import make_token
-from broadcaster.config import Settings
+from broadcaster.config import ConfigError, Settings
 from broadcaster.ws_server import HttpResult, Route
 from cdc import admin
 from cdc.embedded import throwaway_cluster
 from cdc.migrate import migrate
 
-__all__ = ["DEMO_TABLE", "demo"]
+__all__ = ["DEMO_TABLE", "demo", "page_options", "page_routes"]
 
 DEMO_TABLE = "public.messages"
 DEMO_TABLE_SQL = """
@@ -79,6 +79,26 @@ def page_routes(dsn: str, token: str) -> dict[str, Route]:
         return 200, "application/json", config
 
     return {"/demo/config.json": Route(page_config, token=False), **demo_writes.routes(dsn)}
+
+
+def page_options(settings: Settings, compression: bool = False) -> app.AppOptions:
+    """``pgcast serve --demo-page``: the demo page on a server of ``settings`` (e.g. the docker
+    compose stack), with a development token signed by its HS secret.
+
+    Raises:
+        ConfigError: the server has no HS secret to sign the page's token with (and has auth).
+    """
+    if settings.jwt_secret is not None:
+        secret = settings.jwt_secret.get_secret_value()
+    elif settings.no_auth:
+        secret = secrets.token_urlsafe(32)  # never checked
+    else:
+        raise ConfigError(
+            "--demo-page needs --jwt-secret (it signs the page's development token) or --no-auth"
+        )
+    token = make_token(secret, "anon", TOKEN_TTL)
+    routes = page_routes(settings.database_url, token)
+    return app.AppOptions(compression=compression, pages=True, routes=routes)
 
 
 def demo(db: str | None, host: str, port: int, jwt_secret: str | None) -> int:

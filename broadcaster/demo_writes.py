@@ -30,6 +30,10 @@ class BadRequest(ValueError):
     """A parameter is missing or out of range."""
 
 
+class Unavailable(RuntimeError):
+    """The demo table is missing."""
+
+
 def _json(status: int, body: object) -> HttpResult:
     return status, JSON, orjson.dumps(body)
 
@@ -71,20 +75,27 @@ class _Demo:
         try:
             rows: list[asyncpg.Record] = await conn.fetch(query, *args)
             return rows
+        except asyncpg.UndefinedTableError:
+            raise Unavailable(
+                "public.messages does not exist: create it (docker/demo-schema.sql) and run"
+                " `pgcast tables add public.messages`, or use `pgcast demo`"
+            ) from None
         finally:
             await conn.close()
 
     async def messages(self, params: dict[str, str]) -> HttpResult:
         try:
             room = _int(params, "room_id", 1, MAX_ROOM)
+            rows = await self._run(
+                "SELECT * FROM (SELECT id, room_id, author, body, created_at FROM public.messages"
+                " WHERE room_id = $1 ORDER BY id DESC LIMIT $2) last ORDER BY id",
+                room,
+                LIST_LIMIT,
+            )
         except BadRequest as exc:
             return _json(400, {"error": str(exc)})
-        rows = await self._run(
-            "SELECT * FROM (SELECT id, room_id, author, body, created_at FROM public.messages"
-            " WHERE room_id = $1 ORDER BY id DESC LIMIT $2) last ORDER BY id",
-            room,
-            LIST_LIMIT,
-        )
+        except Unavailable as exc:
+            return _json(503, {"error": str(exc)})
         return _json(200, {"messages": [_row(r) for r in rows]})
 
     async def write(self, params: dict[str, str]) -> HttpResult:
@@ -113,6 +124,8 @@ class _Demo:
                 raise BadRequest("op must be insert, update or delete")
         except BadRequest as exc:
             return _json(400, {"error": str(exc)})
+        except Unavailable as exc:
+            return _json(503, {"error": str(exc)})
         if not rows:
             return _json(404, {"error": "no such message"})
         return _json(200, {"op": op, "id": rows[0]["id"]})

@@ -109,8 +109,10 @@ def test_dockerfile_copies_what_exists_and_runs_real_cli_commands(
     assert argv[:2] == ["sh", "-c"]
     env = {k: str(v) for k, v in compose["services"]["pgcast"]["environment"].items()}
     env["PGCAST_JWT_SECRET"] = "x" * 40
-    paths = [parse_pgcast(words, env, monkeypatch) for words in shell_commands(argv[2])]
+    commands = shell_commands(argv[2])
+    paths = [parse_pgcast(words, env, monkeypatch) for words in commands]
     assert paths == ["pgcast migrate", "pgcast tables add", "pgcast serve"]
+    assert "--demo-page" in commands[2]  # `docker compose up`, then open the page
 
 
 def test_the_parser_refuses_what_the_cli_does_not_have(monkeypatch: pytest.MonkeyPatch) -> None:

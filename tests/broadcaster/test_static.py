@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import jwt
 import pytest
 
-from broadcaster import static
+from broadcaster import demo_writes, static
 from broadcaster.app import App, AppOptions
 from broadcaster.auth import make_token
 from broadcaster.config import Settings
 from broadcaster.demo import page_routes, prepare
+from cdc.embedded import free_port
 
 SECRET = "static-test-secret-at-least-32-bytes"
 TOKEN = make_token(SECRET, "anon", ttl=3600)
@@ -213,3 +220,75 @@ async def test_bad_parameters_get_a_clear_400(
         assert await conn.fetchval("SELECT count(*) FROM public.messages") == before
     finally:
         await conn.close()
+
+
+# --- `pgcast serve --demo-page` (the docker compose stack) --------------------------------------
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGCAST_")}
+    return subprocess.run(
+        [sys.executable, "-m", "broadcaster.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=env, check=False,
+    )  # fmt: skip
+
+
+async def test_serve_demo_page_hands_out_a_token_of_its_secret(db: str) -> None:
+    await asyncio.to_thread(prepare, db)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGCAST_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "broadcaster.cli", "serve", "--db", db, "--port", str(port),
+        "--jwt-secret", SECRET, "--demo-page",
+        env={**env, "PGCAST_CONSUMER_NAME": "serve_demo_page"},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                try:
+                    config = json.loads(await asyncio.to_thread(fetch, base + "/demo/config.json"))
+                    break
+                except OSError:
+                    assert proc.returncode is None, "pgcast serve --demo-page exited"
+                    await asyncio.sleep(0.1)
+        claims = jwt.decode(config["token"], SECRET, algorithms=["HS256"])
+        assert claims["role"] == "anon" and claims["exp"] > time.time() + 86400
+        assert b"<title>pgcast demo</title>" in await asyncio.to_thread(fetch, base + "/")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+
+
+def test_serve_demo_page_refuses_without_a_secret_to_sign_with(db: str, tmp_path: Path) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": []}')
+    out = run_cli("serve", "--db", db, "--port", "0", "--jwks-file", str(jwks), "--demo-page")
+    assert out.returncode == 1, out
+    assert "--demo-page needs --jwt-secret" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body: bytes = response.read()
+        return body
+
+
+async def test_writes_without_the_demo_table_say_what_to_do(db: str) -> None:
+    conn = await asyncpg.connect(db)
+    try:
+        await conn.execute("DROP DATABASE IF EXISTS no_demo_table")
+        await conn.execute("CREATE DATABASE no_demo_table")
+    finally:
+        await conn.close()
+    other = re.sub(r"/[^/?]+(\?|$)", r"/no_demo_table\1", db, count=1)
+    assert other != db
+    routes = demo_writes.routes(other)
+    write = {"op": "insert", "room_id": "1", "author": "a", "body": "b"}
+    for path, params in (("/demo/write", write), ("/demo/messages", {"room_id": "1"})):
+        status, _, body = await routes[path].handler(params)
+        assert status == 503
+        assert json.loads(body)["error"].startswith("public.messages does not exist")
