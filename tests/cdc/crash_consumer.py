@@ -21,8 +21,9 @@ from cdc.changes import Position
 from cdc.replication import ReplicationSource
 
 DELIVERY = 0.002
-"""Seconds each batch takes to hand on (a client far away): the writer gets ahead, so every kill
-lands in a backlog the slot still holds."""
+"""Seconds each batch takes to hand on (a client far away) before it is written down: the writer
+gets ahead, so every kill lands in a backlog the slot still holds, and often between a batch's
+arrival and its ack."""
 
 
 def delivered(path: Path) -> tuple[list[int], int, str | None]:
@@ -53,6 +54,7 @@ async def consume(dsn: str, slot: str, out: int, start: Position | None) -> None
     """Deliver every batch after ``start`` to the file descriptor ``out``, then ack it."""
     source = ReplicationSource(dsn, slot=slot, publication=slot, consumer=slot, max_backoff=0.5)
     async for batch in source.batches(start):
+        await asyncio.sleep(DELIVERY)
         of = len(batch.changes)
         lines = [
             {"token": batch.position.token, "id": change.record["id"], "n": n, "of": of}
@@ -63,7 +65,6 @@ async def consume(dsn: str, slot: str, out: int, start: Position | None) -> None
         while data:
             data = data[os.write(out, data) :]
         await source.ack(batch.position)
-        await asyncio.sleep(DELIVERY)
 
 
 def main(dsn: str, slot: str, path: Path) -> None:
