@@ -6,15 +6,19 @@ Driver: psycopg 3's libpq-level connection (``replication=database``), already a
 extra wheel (psycopg2's ``LogicalReplicationConnection`` would be one). After
 ``START_REPLICATION`` the socket is watched with ``loop.add_reader`` and drained with the
 non-blocking ``get_copy_data``: no thread. Keepalives are answered here, and a standby status
-update goes out at least every ``status_interval`` seconds.
+update goes out at least every ``status_interval`` seconds, and soon (``confirm_delay``) after an
+ack: at most one per ``confirm_delay`` under load, not one per batch.
 
 Positions (see :mod:`cdc.assembler`): a batch's ``seq`` is its commit's end LSN. The slot is
 confirmed (``flush`` LSN of the status update) only up to what :meth:`ack` was given, so the
 server keeps everything not yet handed to every subscriber. When every emitted batch is acked and
 no transaction is half-read, the WAL end the server reports in keepalives is confirmed too, so a
 slot whose tables are idle still advances while the rest of the database writes. The acked token
-is saved in ``pgcast.consumers`` (every status update and at :meth:`close`); a restart resumes from
-it and the assembler drops transactions the server sends again, so nothing is emitted twice.
+is saved in ``pgcast.consumers`` right after an ack, in the background (at most one UPDATE in
+flight: acks arriving meanwhile are saved together by the next one), and at :meth:`close`; a
+restart resumes from it and the assembler drops transactions the server sends again, so after a
+kill -9 little is emitted twice (a subscriber that holds its own position, passed as ``start``,
+gets nothing twice).
 
 Failures: missing REPLICATION privilege, ``wal_level`` not logical, a missing publication and a slot
 in use by another process raise :class:`~cdc.errors.ConfigurationError` with what to change, and
@@ -24,6 +28,7 @@ are not retried; a lost connection (terminated backend, Postgres restart) is ret
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import struct
 import time
@@ -77,6 +82,8 @@ class ReplicationSource:
         publication: the publication (``pgcast tables add T --mode replication``).
         consumer: the name the acked position is saved under in ``pgcast.consumers``.
         status_interval: seconds between standby status updates at most.
+        max_backoff: seconds between reconnection attempts at most.
+        confirm_delay: seconds between standby status updates at least while acks come in.
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class ReplicationSource:
         consumer: str = "pgcast",
         status_interval: float = 10.0,
         max_backoff: float = 5.0,
+        confirm_delay: float = 0.05,
     ) -> None:
         self._dsn = dsn
         self.slot = slot
@@ -95,6 +103,7 @@ class ReplicationSource:
         self.consumer = consumer
         self._status_interval = status_interval
         self._max_backoff = max_backoff
+        self._confirm_delay = confirm_delay
         self._types = TypeRegistry()
         self._closed = False
         self._emitted: Position | None = None
@@ -104,7 +113,10 @@ class ReplicationSource:
         self._confirmed = 0
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._query: psycopg.AsyncConnection[Any] | None = None
-        self._wake = asyncio.Event()
+        self._connecting = asyncio.Lock()
+        self._saver: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # data on the socket, an ack, or close()
+        self._last_status = 0.0  # time.monotonic() of the last standby status update
 
     # -- the ChangeSource interface -------------------------------------------------------------
 
@@ -132,9 +144,14 @@ class ReplicationSource:
                 backoff = min(self._max_backoff, backoff * 2)
 
     async def ack(self, position: Position) -> None:
-        """Everything up to ``position`` was handed on: it may be confirmed to the server."""
-        if self._acked is None or position.seq >= self._acked.seq:
-            self._acked = position
+        """Everything up to ``position`` was handed on: it may be confirmed to the server.
+
+        Returns at once: the stream confirms it within ``confirm_delay`` and a background task
+        saves it in ``pgcast.consumers``.
+        """
+        self._advance(position)
+        self._wake.set()
+        self._schedule_save()
 
     async def close(self) -> None:
         """Stop reading, confirm and save the acked position, release the connections."""
@@ -146,18 +163,46 @@ class ReplicationSource:
                 self._send_status(conn.pgconn, force=True)
             except (psycopg.Error, OSError):
                 pass
+        saver = self._saver
+        if saver is not None and not saver.done():
+            await asyncio.wait({saver}, timeout=5.0)
+            saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await saver
         try:
             await self._save()
         except (psycopg.Error, OSError) as exc:
             log.warning("could not save the replication position: %s", exc)
         await self._drop()
 
+    def _advance(self, position: Position) -> None:
+        if self._acked is None or position.seq >= self._acked.seq:
+            self._acked = position
+
+    def _schedule_save(self) -> None:
+        """Save the acked position in the background unless a save is running (it saves again
+        when it ends if a newer position was acked meanwhile)."""
+        if self._closed or self._acked == self._saved:
+            return
+        if self._saver is None or self._saver.done():
+            self._saver = asyncio.create_task(self._save_acked())
+
+    async def _save_acked(self) -> None:
+        try:
+            while not self._closed and self._acked != self._saved:
+                await self._save()
+        except (psycopg.Error, OSError) as exc:  # a lost connection: the stream reconnects
+            log.warning("could not save the replication position (retried later): %s", exc)
+        except Exception:
+            log.exception("could not save the replication position (retried later)")
+
     # -- connections ----------------------------------------------------------------------------
 
     async def _query_conn(self) -> psycopg.AsyncConnection[Any]:
-        if self._query is None or self._query.closed:
-            self._query = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
-        return self._query
+        async with self._connecting:  # the stream and the background save share it
+            if self._query is None or self._query.closed:
+                self._query = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+            return self._query
 
     async def _drop(self) -> None:
         for attr in ("_conn", "_query"):
@@ -292,34 +337,35 @@ class ReplicationSource:
         pgconn.send_query(command.encode())
         loop = asyncio.get_running_loop()
         fd = pgconn.socket
-        readable = asyncio.Event()
-        loop.add_reader(fd, readable.set)
+        wake = self._wake
+        loop.add_reader(fd, wake.set)
         try:
-            await self._copy_both(pgconn, readable)
+            await self._copy_both(pgconn, wake)
             assembler = Assembler(self._types, start=start)
             self._emitted = start
-            if start is not None and (self._acked is None or self._acked.seq < start.seq):
-                self._acked = start
-            last_status = 0.0
+            if start is not None:
+                self._advance(start)
+            forced = 0.0
             while not self._closed:
                 status, data = pgconn.get_copy_data(1)
+                now = time.monotonic()
                 if status == 0:
-                    now = time.monotonic()
-                    if now - last_status >= self._status_interval:
+                    if now - forced >= self._status_interval:
                         self._send_status(pgconn, force=True)
-                        await self._save()
-                        last_status = now
-                    readable.clear()
+                        self._schedule_save()  # retries a save that failed
+                        forced = now
+                    wait = self._confirm_soon(pgconn, now)
+                    wake.clear()
                     try:
-                        async with asyncio.timeout(1.0):
-                            await readable.wait()
+                        async with asyncio.timeout(wait):
+                            await wake.wait()
                     except TimeoutError:
                         pass
                     pgconn.consume_input()  # raises OperationalError when the link broke
-                    self._send_status(pgconn)  # acks that arrived meanwhile
                     continue
                 if status < 0:
                     raise self._ended(pgconn)
+                self._confirm_soon(pgconn, now)
                 message = bytes(data)
                 kind = message[:1]
                 if kind == b"w":
@@ -332,8 +378,8 @@ class ReplicationSource:
                         if batch.changes:
                             self._emitted = batch.position
                             yield batch
-                        else:  # nothing to hand on: confirmable at once
-                            await self.ack(batch.position)
+                        else:  # nothing to hand on: confirmable at once, not worth a save
+                            self._advance(batch.position)
                             self._emitted = batch.position
                     self._idle = not assembler.in_transaction
                 elif kind == b"k":
@@ -384,11 +430,23 @@ class ReplicationSource:
             return max(acked, self._server_end, self._confirmed)
         return max(acked, self._confirmed)
 
+    def _confirm_soon(self, pgconn: Any, now: float) -> float:
+        """Confirm what was acked unless a status update went out less than ``confirm_delay``
+        ago; the seconds to wait before trying again (1 when everything is confirmed)."""
+        if self._confirmable() <= self._confirmed:
+            return 1.0
+        due = self._last_status + self._confirm_delay - now
+        if due > 0:
+            return due
+        self._send_status(pgconn)
+        return 1.0
+
     def _send_status(self, pgconn: Any, force: bool = False) -> None:
         confirm = self._confirmable()
         if not force and confirm <= self._confirmed:
             return
         self._confirmed = confirm
+        self._last_status = time.monotonic()
         message = b"r" + struct.pack("!QQQqB", confirm, confirm, confirm, _now_pg_us(), 0)
         pgconn.put_copy_data(message)  # both raise OperationalError when the link broke
         pgconn.flush()

@@ -5,6 +5,7 @@ and fails clearly when the publication is missing."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -180,6 +181,69 @@ async def test_an_idle_slot_advances_while_other_tables_are_busy(published: str)
             await asyncio.sleep(0.3)
         assert await asyncio.to_thread(advances, published, "idle", before, 20)
         assert got.changes == []
+    finally:
+        await source.close()
+
+
+def stored_position(dsn: str, consumer: str) -> str | None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT position FROM pgcast.consumers WHERE name = %s", (consumer,)
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+async def test_an_ack_is_saved_and_confirmed_within_a_second_without_close(published: str) -> None:
+    # status_interval is the default 10 s: only the prompt path can make it in time.
+    source = ReplicationSource(published, slot="prompt", consumer="prompt_r")
+    got = Collector(source, None)  # acks every batch as soon as it has it
+    await asyncio.sleep(1.0)
+    try:
+        for k in range(3):
+            sql(published, f"INSERT INTO public.par (id, t) VALUES ({300 + k}, 'prompt')")
+            await got.wait_for(lambda c, n=k + 1: count(c, n))
+            acked = got.batches[-1].position
+            deadline = time.monotonic() + 1.0
+            while (
+                stored_position(published, "prompt_r") != acked.token
+                or slot_lsn(published, "prompt") < acked.seq
+            ):
+                assert time.monotonic() < deadline, (k, stored_position(published, "prompt_r"))
+                await asyncio.sleep(0.02)
+    finally:
+        await source.close()
+    assert stored_position(published, "prompt_r") == acked.token
+
+
+async def test_a_failed_background_save_is_logged_and_retried_on_the_next_ack(
+    published: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = ReplicationSource(published, slot="resave", consumer="resave_r")
+    got = Collector(source, None)
+    await asyncio.sleep(1.0)
+    try:
+        sql(published, "INSERT INTO public.par (id, t) VALUES (310, 'before')")
+        await got.wait_for(lambda c: count(c, 1))
+        sql(  # the query connection dies; the walsender stays
+            published,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname ="
+            " current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        )
+        with caplog.at_level(logging.WARNING, logger="cdc.replication"):
+            sql(published, "INSERT INTO public.par (id, t) VALUES (311, 'save fails')")
+            await got.wait_for(lambda c: count(c, 2))
+            deadline = time.monotonic() + 5
+            while "could not save the replication position" not in caplog.text:
+                assert time.monotonic() < deadline, caplog.text
+                await asyncio.sleep(0.02)
+        sql(published, "INSERT INTO public.par (id, t) VALUES (312, 'saved again')")
+        await got.wait_for(lambda c: count(c, 3))
+        acked = got.batches[-1].position
+        deadline = time.monotonic() + 2
+        while stored_position(published, "resave_r") != acked.token:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert [c.record["id"] for c in got.changes if c.record] == [310, 311, 312]
     finally:
         await source.close()
 
