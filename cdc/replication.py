@@ -15,7 +15,8 @@ server keeps everything not yet handed to every subscriber. When every emitted b
 no transaction is half-read, the WAL end the server reports in keepalives is confirmed too, so a
 slot whose tables are idle still advances while the rest of the database writes. The acked token
 is saved in ``pgcast.consumers`` right after an ack, in the background (at most one UPDATE in
-flight: acks arriving meanwhile are saved together by the next one), and at :meth:`close`; a
+flight and, under load, one per ``confirm_delay``: acks arriving meanwhile are saved together by
+the next one), and at :meth:`close`; a
 restart resumes from it and the assembler drops transactions the server sends again, so after a
 kill -9 little is emitted twice (a subscriber that holds its own position, passed as ``start``,
 gets nothing twice).
@@ -191,6 +192,8 @@ class ReplicationSource:
         try:
             while not self._closed and self._acked != self._saved:
                 await self._save()
+                if self._acked != self._saved:  # under load: one UPDATE per confirm_delay
+                    await asyncio.sleep(self._confirm_delay)
         except (psycopg.Error, OSError) as exc:  # a lost connection: the stream reconnects
             log.warning("could not save the replication position (retried later): %s", exc)
         except Exception:
