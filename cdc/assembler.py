@@ -27,6 +27,7 @@ dropped (the slot's confirmed position may lag what was delivered).
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,10 +53,13 @@ from cdc.pgoutput import (
     parse_message,
     pg_time_to_datetime,
 )
-from cdc.values import Converter, TypeRegistry
+from cdc.values import Converter, TypeRegistry, as_text
 
 __all__ = ["Assembler", "encode_token", "parse_token"]
 
+_OID_KIND = struct.Struct("!IB")
+_U32 = struct.Struct("!I")
+_INSERT, _NEW, _TEXT, _NULL = 0x49, 0x4E, 0x74, 0x6E
 _TOKEN = re.compile(r"r1:([0-9A-F]{1,8}/[0-9A-F]{1,8}):(\d{1,20})")
 
 
@@ -134,13 +138,58 @@ class Assembler:
         """Whether a Begin was fed and its Commit was not yet."""
         return self._transaction is not None
 
-    def feed_data(self, data: bytes) -> Batch | None:
-        """Decode one pgoutput message and :meth:`feed` it.
+    def feed_data(self, data: bytes, offset: int = 0) -> Batch | None:
+        """Decode the pgoutput message at ``data[offset:]`` and :meth:`feed` it.
+
+        An Insert of text values into a known table, the bulk of most streams, is decoded and
+        converted in one pass without intermediate objects (:meth:`_fast_insert`); anything that
+        pass does not expect goes the general way, which also names what is wrong.
 
         Raises:
             DecodeError: see :meth:`feed` and :func:`cdc.pgoutput.parse_message`.
         """
-        return self.feed(parse_message(data))
+        if data[offset] == _INSERT and self._fast_insert(data, offset):
+            return None
+        return self.feed(parse_message(data[offset:] if offset else data))
+
+    def _fast_insert(self, buf: bytes, offset: int) -> bool:
+        """Take an Insert of text and NULL values into a cached table inside a transaction; return
+        ``False`` (having changed nothing) for anything else."""
+        transaction = self._transaction
+        if transaction is None or len(buf) < offset + 8:
+            return False
+        oid, kind = _OID_KIND.unpack_from(buf, offset + 1)
+        table = self._tables.get(oid)
+        if (
+            table is None
+            or kind != _NEW
+            or (buf[offset + 6] << 8 | buf[offset + 7]) != len(table.names)
+        ):
+            return False
+        if transaction.replayed:
+            return True
+        record: dict[str, JSONValue] = {}
+        pos = offset + 8
+        length = _U32.unpack_from
+        try:
+            for name, convert in zip(table.names, table.converters, strict=True):
+                kind = buf[pos]
+                if kind == _TEXT:
+                    start = pos + 5
+                    pos = start + length(buf, pos + 1)[0]
+                    text = buf[start:pos].decode()
+                    record[name] = text if convert is as_text else convert(text)
+                elif kind == _NULL:
+                    record[name] = None
+                    pos += 1
+                else:  # unchanged TOAST or binary: not in an Insert of pgoutput v1 text mode
+                    return False
+        except (ValueError, IndexError, struct.error):
+            return False
+        if pos != len(buf):
+            return False
+        self._add(table, Operation.INSERT, record, None)
+        return True
 
     def feed(self, message: PgoutputMessage) -> Batch | None:
         """Take one message; return the finished batch at a Commit, else ``None``.

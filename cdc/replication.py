@@ -64,6 +64,8 @@ WHERE t.oid = ANY(%s)
 """The :class:`~cdc.values.TypeInfo` rows of the given type OIDs."""
 
 _EPOCH_2000_US = 946_684_800_000_000
+_XLOG_DATA, _KEEPALIVE, _RELATION = 0x77, 0x6B, 0x52  # w, k (CopyData kinds), R (pgoutput)
+_PAYLOAD = 25  # w, Int64 WAL start, Int64 WAL end, Int64 send time
 
 
 def _now_pg_us() -> int:
@@ -349,10 +351,11 @@ class ReplicationSource:
             if start is not None:
                 self._advance(start)
             forced = 0.0
+            feed_data = assembler.feed_data
             while not self._closed:
                 status, data = pgconn.get_copy_data(1)
-                now = time.monotonic()
                 if status == 0:
+                    now = time.monotonic()
                     if now - forced >= self._status_interval:
                         self._send_status(pgconn, force=True)
                         self._schedule_save()  # retries a save that failed
@@ -368,29 +371,34 @@ class ReplicationSource:
                     continue
                 if status < 0:
                     raise self._ended(pgconn)
-                self._confirm_soon(pgconn, now)
                 message = bytes(data)
-                kind = message[:1]
-                if kind == b"w":
-                    payload = message[25:]
-                    decoded = parse_message(payload)
-                    if isinstance(decoded, Relation):
-                        await self._load_types(decoded)
-                    batch = assembler.feed(decoded)
+                kind = message[0]
+                if kind == _XLOG_DATA:  # 24 header bytes after the kind, then pgoutput
+                    if message[_PAYLOAD] == _RELATION:  # its types are looked up first
+                        decoded = parse_message(message[_PAYLOAD:])
+                        if isinstance(decoded, Relation):
+                            await self._load_types(decoded)
+                        batch = assembler.feed(decoded)
+                    else:
+                        batch = feed_data(message, _PAYLOAD)
+                    self._idle = not assembler.in_transaction
                     if batch is not None:
+                        self._emitted = batch.position
                         if batch.changes:
-                            self._emitted = batch.position
                             yield batch
+                            # Acks given meanwhile: confirmed now or, under load, within
+                            # confirm_delay of the last status update.
+                            self._confirm_soon(pgconn, time.monotonic())
                         else:  # nothing to hand on: confirmable at once, not worth a save
                             self._advance(batch.position)
-                            self._emitted = batch.position
-                    self._idle = not assembler.in_transaction
-                elif kind == b"k":
+                elif kind == _KEEPALIVE:
                     end, _clock, reply = struct.unpack("!QqB", message[1:18])
                     self._server_end = max(self._server_end, end)
                     self._idle = not assembler.in_transaction
                     if reply:
                         self._send_status(pgconn, force=True)
+                    else:
+                        self._confirm_soon(pgconn, time.monotonic())
         finally:
             loop.remove_reader(fd)
 

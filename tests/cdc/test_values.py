@@ -40,8 +40,8 @@ def case_id(case: dict[str, Any]) -> str:
 
 def test_exports() -> None:
     assert sorted(values.__all__) == [
-        "BUILTIN_TYPES", "Converter", "TypeInfo", "TypeKind", "TypeRegistry", "convert",
-        "fix_bytea",
+        "BUILTIN_TYPES", "Converter", "TypeInfo", "TypeKind", "TypeRegistry", "as_text",
+        "convert", "fix_bytea",
     ]  # fmt: skip
 
 
