@@ -346,7 +346,7 @@ class ReplicationSource:
         loop.add_reader(fd, wake.set)
         try:
             await self._copy_both(pgconn, wake)
-            assembler = Assembler(self._types, start=start)
+            assembler = self._assembler = Assembler(self._types, start=start)
             self._emitted = start
             if start is not None:
                 self._advance(start)
@@ -381,7 +381,6 @@ class ReplicationSource:
                         batch = assembler.feed(decoded)
                     else:
                         batch = feed_data(message, _PAYLOAD)
-                    self._idle = not assembler.in_transaction
                     if batch is not None:
                         self._emitted = batch.position
                         if batch.changes:
@@ -394,7 +393,6 @@ class ReplicationSource:
                 elif kind == _KEEPALIVE:
                     end, _clock, reply = struct.unpack("!QqB", message[1:18])
                     self._server_end = max(self._server_end, end)
-                    self._idle = not assembler.in_transaction
                     if reply:
                         self._send_status(pgconn, force=True)
                     else:
@@ -402,7 +400,12 @@ class ReplicationSource:
         finally:
             loop.remove_reader(fd)
 
-    _idle = True
+    _assembler: Assembler | None = None
+
+    @property
+    def _idle(self) -> bool:
+        """No transaction is half-read (its commit LSN is not known yet)."""
+        return self._assembler is None or not self._assembler.in_transaction
 
     async def _copy_both(self, pgconn: Any, readable: asyncio.Event) -> None:
         """Wait for the server's answer to START_REPLICATION."""
