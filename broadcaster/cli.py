@@ -137,6 +137,18 @@ def tables_add(
         f"capturing {added.schema}.{added.table} ({','.join(added.events)}, "
         f"old values: {added.old_values}, {how})"
     )
+    if mode == "replication":
+        try:
+            level = admin.wal_level(dsn)
+        except CdcError as exc:
+            _fail(exc)
+            return
+        if level != "logical":
+            click.echo(
+                f"warning: wal_level is {level}: set wal_level = logical and restart Postgres"
+                " before `pgcast serve --capture replication`",
+                err=True,
+            )
 
 
 @tables.command("remove")

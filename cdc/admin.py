@@ -242,6 +242,17 @@ def _create_trigger(
     )
 
 
+def wal_level(dsn: str) -> str:
+    """The server's ``wal_level`` (replication mode needs ``logical``)."""
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT current_setting('wal_level')").fetchone()
+    except psycopg.Error as exc:
+        raise _fail(exc, "reading wal_level") from exc
+    assert row is not None
+    return str(row[0])
+
+
 def remove_table(dsn: str, name: str) -> None:
     """Remove capture from a table, whichever its mode (its rows already in the outbox stay until
     pruned; a replica identity set by ``add_table`` stays too)."""

@@ -72,6 +72,7 @@ def test_add_replication_keeps_identity_then_full(rdb: str) -> None:
     code, out = run("tables", "add", "public.items", "--mode", "replication", "--db", rdb)
     assert code == 0, out
     assert "old values: key, replica identity default, publication pgcast" in out
+    assert "wal_level" not in out  # logical here: nothing to warn about
     assert published(rdb) == [("public", "items")]
     assert identity(rdb, "public.items") == "d"
     with psycopg.connect(rdb) as conn:

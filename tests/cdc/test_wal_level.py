@@ -76,3 +76,15 @@ def test_status_warns_and_exits_2(replica_dsn: str) -> None:
     assert len(warnings) == 1
     assert warnings[0].startswith("WARNING: wal_level is replica but replication-mode tables exist")
     assert "set wal_level = logical" in warnings[0]
+
+
+def test_tables_add_replication_warns(replica_dsn: str) -> None:
+    with psycopg.connect(replica_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS public.more (id int PRIMARY KEY)")
+    out = pgcast("tables", "add", "public.more", "--mode", "replication", "--db", replica_dsn)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("capturing public.more")
+    assert out.stderr.strip() == (
+        "warning: wal_level is replica: set wal_level = logical and restart Postgres before"
+        " `pgcast serve --capture replication`"
+    )
