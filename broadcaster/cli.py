@@ -279,11 +279,10 @@ def serve(compression: bool, demo_page: bool, **options: Any) -> None:
         options["no_auth"] = None  # an absent flag leaves PGCAST_NO_AUTH in charge
     try:
         settings = Settings.from_cli(**options)
-        app_options = (
-            page_options(settings, compression)
-            if demo_page
-            else AppOptions(compression=compression)
-        )
+        if demo_page:
+            app_options, _token = page_options(settings, compression)
+        else:
+            app_options = AppOptions(compression=compression)
         code = run(settings, app_options)
     except (ConfigError, CdcError, OSError) as exc:
         _fail(exc)

@@ -81,9 +81,10 @@ def page_routes(dsn: str, token: str) -> dict[str, Route]:
     return {"/demo/config.json": Route(page_config, token=False), **demo_writes.routes(dsn)}
 
 
-def page_options(settings: Settings, compression: bool = False) -> app.AppOptions:
-    """``pgcast serve --demo-page``: the demo page on a server of ``settings`` (e.g. the docker
-    compose stack), with a development token signed by its HS secret.
+def page_options(settings: Settings, compression: bool = False) -> tuple[app.AppOptions, str]:
+    """The demo page on a server of ``settings`` (``pgcast demo``; ``pgcast serve --demo-page``,
+    e.g. the docker compose stack): its options and the development token, signed by the
+    server's HS secret, that the page is handed.
 
     Raises:
         ConfigError: the server has no HS secret to sign the page's token with (and has auth).
@@ -98,7 +99,7 @@ def page_options(settings: Settings, compression: bool = False) -> app.AppOption
         )
     token = make_token(secret, "anon", TOKEN_TTL)
     routes = page_routes(settings.database_url, token)
-    return app.AppOptions(compression=compression, pages=True, routes=routes)
+    return app.AppOptions(compression=compression, pages=True, routes=routes), token
 
 
 def demo(db: str | None, host: str, port: int, jwt_secret: str | None) -> int:
@@ -107,17 +108,15 @@ def demo(db: str | None, host: str, port: int, jwt_secret: str | None) -> int:
     try:
         with _database(db) as (dsn, datadir):
             prepare(dsn)
-            secret = jwt_secret or secrets.token_urlsafe(32)
-            token = make_token(secret, "anon", TOKEN_TTL)
             settings = Settings.from_cli(
                 database_url=dsn,
                 host=host,
                 port=port,
-                jwt_secret=secret,
+                jwt_secret=jwt_secret or secrets.token_urlsafe(32),
                 consumer_name="pgcast_demo",
             )
+            options, token = page_options(settings)
             shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-            options = app.AppOptions(pages=True, routes=page_routes(dsn, token))
             where = f"throwaway cluster in {datadir}" if datadir else "the database given"
             click.echo(
                 f"pgcast demo: {DEMO_TABLE} is captured ({where})\n"

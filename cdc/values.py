@@ -160,9 +160,6 @@ def as_text(text: str) -> JSONValue:
     return text
 
 
-_text = as_text
-
-
 def _int(text: str) -> JSONValue:
     return int(text)
 
@@ -483,9 +480,9 @@ class TypeRegistry:
             raise ValueError(f"type {oid} nests too deep")
         info = self._resolve(oid, depth)
         if info is None:
-            return _text
+            return as_text
         if info.oid == _BYTEA:
-            return _bytea_hex if strip_bytea else _text
+            return _bytea_hex if strip_bytea else as_text
         if info.element:
             element = self._compile(info.element, strip_bytea=strip_bytea, depth=depth + 1)
             if info.oid in (_INT2VECTOR, _OIDVECTOR):
@@ -495,7 +492,7 @@ class TypeRegistry:
             return _guarded(lambda text: _parse_array(text, delimiter, element))
         if info.kind is TypeKind.COMPOSITE:
             return self._compile_composite(info, depth)
-        return _SCALARS.get(info.oid, _text)
+        return _SCALARS.get(info.oid, as_text)
 
     def _compile_composite(self, info: TypeInfo, depth: int) -> Converter:
         names = [name for name, _ in info.fields]

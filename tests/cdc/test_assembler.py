@@ -50,8 +50,12 @@ FULL_ROW = {
 }  # fmt: skip
 
 
-def golden_batches(registry: TypeRegistry | None = None) -> dict[str, Batch]:
-    """Feed the whole session; the batch of each step by step name (last batch of the step)."""
+JUNK_HEADER = b"w" + bytes(24)  # where the replication shell's CopyData header sits
+
+
+def golden_batches(registry: TypeRegistry | None = None, raw: bool = False) -> dict[str, Batch]:
+    """Feed the whole session; the batch of each step by step name (last batch of the step).
+    With ``raw``, as the replication shell does: the bytes to ``feed_data`` after a header."""
     machine = Assembler(registry if registry is not None else TypeRegistry(types()))
     batches: dict[str, Batch] = {}
     names = iter(steps())
@@ -59,7 +63,10 @@ def golden_batches(registry: TypeRegistry | None = None) -> dict[str, Batch]:
         parsed = parse_message(message.data)
         if isinstance(parsed, Message) and parsed.prefix == "step":
             name = next(names)
-        batch = machine.feed(parsed)
+        if raw:
+            batch = machine.feed_data(JUNK_HEADER + message.data, len(JUNK_HEADER))
+        else:
+            batch = machine.feed(parsed)
         if batch is not None:
             batches[name] = batch
     assert not machine.in_transaction
@@ -338,23 +345,11 @@ def test_out_of_transaction_messages() -> None:
 
 # --- the one-pass Insert path of feed_data equals the general path ------------------------------
 
-JUNK_HEADER = b"w" + bytes(24)  # where the replication shell's CopyData header sits
-
 
 def test_feed_data_at_an_offset_gives_the_golden_batches() -> None:
     """The whole golden session (Relations, inserts of every type, updates, deletes, TOAST,
     ALTER TABLE) through ``feed_data`` at offset 25, as the replication shell feeds it."""
-    machine = Assembler(TypeRegistry(types()))
-    batches: dict[str, Batch] = {}
-    names = iter(steps())
-    for message in messages():
-        parsed = parse_message(message.data)
-        if isinstance(parsed, Message) and parsed.prefix == "step":
-            name = next(names)
-        batch = machine.feed_data(JUNK_HEADER + message.data, len(JUNK_HEADER))
-        if batch is not None:
-            batches[name] = batch
-    assert batches == BATCHES
+    assert golden_batches(raw=True) == BATCHES
 
 
 def _value(kind: str, text: bytes) -> bytes:
